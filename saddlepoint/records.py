@@ -37,6 +37,7 @@ class FailureCode(StrEnum):
     DEVICE_UNAVAILABLE = "device_unavailable"
     ANALYSIS_FAILED = "analysis_failed"
     WORKER_ERROR = "worker_error"
+    WORKER_LOST = "worker_lost"
     ENQUEUE_FAILED = "enqueue_failed"
 
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from saddlepoint.datasets import DATASETS, DatasetName, split_sizes
 
@@ -83,14 +90,16 @@ class SgdSpec(StrictModel):
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0, le=1)
 
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> "SgdSpec":
-        if self.nesterov and self.momentum == 0:
-            raise ValueError(
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, nesterov: bool, info: ValidationInfo) -> bool:
+        if nesterov and info.data.get("momentum") == 0:
+            raise PydanticCustomError(
+                "nesterov_without_momentum",
                 "nesterov=true needs momentum > 0; set momentum (for example 0.9) "
-                "or set nesterov to false"
+                "or set nesterov to false",
             )
-        return self
+        return nesterov
 
 
 class AdamSpec(StrictModel):
@@ -187,24 +196,39 @@ class ExperimentSpec(StrictModel):
     device: Device = Device.AUTO
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
-    @model_validator(mode="after")
-    def _batch_fits_training_split(self) -> "ExperimentSpec":
-        train = self.dataset.train_samples
-        if self.batch_size == "full":
-            return self
-        if self.batch_size < 1:
-            raise ValueError(
-                f"batch_size {self.batch_size} is invalid; use an integer from 1 "
-                f'to {train}, or "full"'
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_fits_training_split(
+        cls, batch_size: object, info: ValidationInfo
+    ) -> object:
+        if batch_size == "full":
+            return batch_size
+        dataset = info.data.get("dataset")
+        if not isinstance(dataset, DatasetSpec):
+            return batch_size  # the dataset is invalid and reported on its own
+        train = dataset.train_samples
+        context = {
+            "batch_size": repr(batch_size),
+            "train": train,
+            "dataset": dataset.name.value,
+            "fraction": dataset.validation_fraction,
+        }
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise PydanticCustomError(
+                "batch_size_type",
+                "batch_size {batch_size} is invalid; use an integer from 1 to {train}, "
+                'or "full"',
+                context,
             )
-        if self.batch_size > train:
-            raise ValueError(
-                f"batch_size {self.batch_size} is larger than the training split "
-                f"({train} samples of {self.dataset.name.value} with "
-                f"validation_fraction {self.dataset.validation_fraction}); "
-                f'use at most {train}, or "full"'
+        if not 1 <= batch_size <= train:
+            raise PydanticCustomError(
+                "batch_size_out_of_range",
+                "batch_size {batch_size} does not fit the training split of "
+                "{train} samples ({dataset} with validation_fraction {fraction}); "
+                'use an integer from 1 to {train}, or "full"',
+                context,
             )
-        return self
+        return batch_size
 
     @property
     def resolved_batch_size(self) -> int:

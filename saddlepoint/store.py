@@ -1,0 +1,396 @@
+"""The Redis layout: the only module that knows key names and encodings.
+
+Keys, all under the ``saddle:`` prefix:
+
+- ``experiments``: sorted set of every experiment id, all with score 0, so
+  ``ZREVRANGEBYLEX`` lists them newest first (ids are ULIDs).
+- ``experiment:{id}``: hash with the record's fields; nested values are JSON.
+  ``status`` changes only through the Lua scripts below, so a cancel and a
+  worker's start or finish never overwrite each other.
+- ``experiment:{id}:metrics``: sorted set of metric record names by ordinal,
+  and ``experiment:{id}:metric-data``: hash of name to JSON. A step record is
+  named ``s:{step}`` with ordinal ``2 * step``, an epoch record ``e:{epoch}``
+  with ordinal ``2 * last_step + 1``, so each sorts after its last update.
+  Writing the same record twice replaces it and adds nothing.
+- ``experiment:{id}:analysis``: the critical-point analysis as JSON.
+- ``worker:{name}``: a worker's heartbeat, expiring unless renewed.
+- ``cancel``: pub/sub channel on which a cancel request publishes the id.
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+from pydantic import TypeAdapter
+
+from saddlepoint.ids import new_ulid
+from saddlepoint.records import (
+    CriticalPointAnalysis,
+    ExperimentRecord,
+    ExperimentStatus,
+    Failure,
+    MetricRecord,
+    Progress,
+    StepMetrics,
+    TrainingSummary,
+)
+from saddlepoint.spec import ExperimentSpec
+
+PREFIX = "saddle:"
+EXPERIMENTS_KEY = PREFIX + "experiments"
+CANCEL_CHANNEL = PREFIX + "cancel"
+WORKER_KEY_PATTERN = PREFIX + "worker:*"
+
+METRIC_ADAPTER: TypeAdapter[MetricRecord] = TypeAdapter(MetricRecord)
+
+# Sets fields only when the current status is one of ARGV[1] (comma-separated).
+# Returns {status before, 1 if applied else 0}; status before is "" when the
+# experiment does not exist. ARGV[2] names a field to increment by one, or "".
+_TRANSITION_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {'', 0} end
+for allowed in string.gmatch(ARGV[1], '[^,]+') do
+  if allowed == current then
+    if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[2], 1) end
+    if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+    return {current, 1}
+  end
+end
+return {current, 0}
+"""
+
+# A queued experiment is cancelled at once; a running one is flagged and its
+# worker told on the cancel channel. Returns the status before, "" if missing.
+_CANCEL_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return '' end
+if current == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1],
+             'cancel_requested', '1')
+elseif current == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  redis.call('PUBLISH', KEYS[2], ARGV[2])
+end
+return current
+"""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def experiment_key(experiment_id: str) -> str:
+    return f"{PREFIX}experiment:{experiment_id}"
+
+
+def metrics_index_key(experiment_id: str) -> str:
+    return f"{PREFIX}experiment:{experiment_id}:metrics"
+
+
+def metrics_data_key(experiment_id: str) -> str:
+    return f"{PREFIX}experiment:{experiment_id}:metric-data"
+
+
+def analysis_key(experiment_id: str) -> str:
+    return f"{PREFIX}experiment:{experiment_id}:analysis"
+
+
+def worker_key(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
+
+
+def metric_name_and_ordinal(record: MetricRecord) -> tuple[str, int]:
+    """Return the record's stable name and its position in the metrics order."""
+    if isinstance(record, StepMetrics):
+        return f"s:{record.step}", 2 * record.step
+    return f"e:{record.epoch}", 2 * record.step + 1
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Outcome of a conditional status change."""
+
+    previous: ExperimentStatus | None
+    applied: bool
+
+
+@dataclass(frozen=True)
+class MetricsPage:
+    records: list[MetricRecord]
+    next_cursor: int
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+class ExperimentStore:
+    """Experiments, their metrics and analyses in Redis.
+
+    The client must be created with ``decode_responses=True``.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._transition = client.register_script(_TRANSITION_SCRIPT)
+        self._cancel = client.register_script(_CANCEL_SCRIPT)
+
+    # Experiments
+
+    def create(self, spec: ExperimentSpec) -> ExperimentRecord:
+        """Store a new queued experiment and return its record."""
+        record = ExperimentRecord(
+            id=new_ulid(),
+            status=ExperimentStatus.QUEUED,
+            spec=spec,
+            created_at=utc_now(),
+            progress=Progress(total_steps=spec.total_steps, total_epochs=spec.epochs),
+        )
+        fields = {
+            "id": record.id,
+            "status": record.status.value,
+            "spec": spec.model_dump_json(),
+            "created_at": record.created_at.isoformat(),
+            "progress": record.progress.model_dump_json(),
+            "cancel_requested": "0",
+            "attempts": "0",
+        }
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(experiment_key(record.id), mapping=fields)
+            pipe.zadd(EXPERIMENTS_KEY, {record.id: 0})
+            pipe.execute()
+        return record
+
+    def get(self, experiment_id: str) -> ExperimentRecord | None:
+        fields = cast(
+            dict[str, str], self.client.hgetall(experiment_key(experiment_id))
+        )
+        return _record_from_fields(fields) if fields else None
+
+    def exists(self, experiment_id: str) -> bool:
+        return bool(self.client.exists(experiment_key(experiment_id)))
+
+    def list_ids(self, limit: int, before: str | None = None) -> list[str]:
+        """Return up to ``limit`` ids, newest first, older than ``before``."""
+        upper = f"({before}" if before else "+"
+        return cast(
+            list[str],
+            self.client.zrevrangebylex(EXPERIMENTS_KEY, upper, "-", start=0, num=limit),
+        )
+
+    def get_many(self, ids: Sequence[str]) -> list[ExperimentRecord]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for experiment_id in ids:
+                pipe.hgetall(experiment_key(experiment_id))
+            rows = pipe.execute()
+        return [_record_from_fields(fields) for fields in rows if fields]
+
+    # Status transitions
+
+    def transition(
+        self,
+        experiment_id: str,
+        allowed: Iterable[ExperimentStatus],
+        fields: dict[str, str],
+        increment: str = "",
+    ) -> Transition:
+        """Set ``fields`` only if the status is in ``allowed``, atomically."""
+        argv: list[str] = [",".join(status.value for status in allowed), increment]
+        for name, value in fields.items():
+            argv += [name, value]
+        previous, applied = self._transition(
+            keys=[experiment_key(experiment_id)], args=argv
+        )
+        return Transition(
+            previous=ExperimentStatus(previous) if previous else None,
+            applied=bool(applied),
+        )
+
+    def mark_running(self, experiment_id: str, worker: str) -> Transition:
+        """Move a queued experiment to running; also re-run one whose worker died."""
+        return self.transition(
+            experiment_id,
+            [ExperimentStatus.QUEUED, ExperimentStatus.RUNNING],
+            {
+                "status": ExperimentStatus.RUNNING.value,
+                "started_at": utc_now().isoformat(),
+                "worker": worker,
+            },
+            increment="attempts",
+        )
+
+    def mark_succeeded(
+        self, experiment_id: str, summary: TrainingSummary
+    ) -> Transition:
+        return self.transition(
+            experiment_id,
+            [ExperimentStatus.RUNNING],
+            {
+                "status": ExperimentStatus.SUCCEEDED.value,
+                "finished_at": utc_now().isoformat(),
+                "summary": summary.model_dump_json(),
+            },
+        )
+
+    def mark_failed(
+        self,
+        experiment_id: str,
+        failure: Failure,
+        summary: TrainingSummary | None = None,
+    ) -> Transition:
+        """Fail a queued or running experiment; a finished one stays as it is."""
+        fields = {
+            "status": ExperimentStatus.FAILED.value,
+            "finished_at": utc_now().isoformat(),
+            "failure": failure.model_dump_json(),
+        }
+        if summary is not None:
+            fields["summary"] = summary.model_dump_json()
+        return self.transition(
+            experiment_id, [ExperimentStatus.QUEUED, ExperimentStatus.RUNNING], fields
+        )
+
+    def mark_cancelled(self, experiment_id: str) -> Transition:
+        return self.transition(
+            experiment_id,
+            [ExperimentStatus.QUEUED, ExperimentStatus.RUNNING],
+            {
+                "status": ExperimentStatus.CANCELLED.value,
+                "finished_at": utc_now().isoformat(),
+            },
+        )
+
+    def request_cancel(self, experiment_id: str) -> ExperimentStatus | None:
+        """Cancel a queued experiment or flag a running one.
+
+        Returns the status before the request, or None for an unknown id. A
+        terminal status means nothing changed.
+        """
+        previous = self._cancel(
+            keys=[experiment_key(experiment_id), CANCEL_CHANNEL],
+            args=[utc_now().isoformat(), experiment_id],
+        )
+        return ExperimentStatus(previous) if previous else None
+
+    def is_cancel_requested(self, experiment_id: str) -> bool:
+        flag = self.client.hget(experiment_key(experiment_id), "cancel_requested")
+        return flag == "1"
+
+    # Metrics
+
+    def write_metrics(
+        self,
+        experiment_id: str,
+        records: Sequence[MetricRecord],
+        progress: Progress | None = None,
+    ) -> None:
+        """Store a batch of metric records and the progress in one transaction."""
+        index: dict[str, int] = {}
+        data: dict[str, str] = {}
+        latest: dict[str, str] = {}
+        for record in records:
+            name, ordinal = metric_name_and_ordinal(record)
+            index[name] = ordinal
+            data[name] = record.model_dump_json()
+            kind = "latest_step" if isinstance(record, StepMetrics) else "latest_epoch"
+            latest[kind] = data[name]
+        if progress is not None:
+            latest["progress"] = progress.model_dump_json()
+        with self.client.pipeline(transaction=True) as pipe:
+            if index:
+                pipe.zadd(metrics_index_key(experiment_id), index)
+                pipe.hset(metrics_data_key(experiment_id), mapping=data)
+            if latest:
+                pipe.hset(experiment_key(experiment_id), mapping=latest)
+            pipe.execute()
+
+    def read_metrics(self, experiment_id: str, after: int, limit: int) -> MetricsPage:
+        """Return up to ``limit`` records whose ordinal is greater than ``after``.
+
+        The next cursor is the last returned ordinal, or ``after`` when nothing
+        new exists, so a client that polls with it sees each record once. The
+        worker writes records in order, so none can appear behind a cursor.
+        """
+        rows = cast(
+            list[tuple[str, float]],
+            self.client.zrangebyscore(
+                metrics_index_key(experiment_id),
+                f"({after}",
+                "+inf",
+                start=0,
+                num=limit,
+                withscores=True,
+            ),
+        )
+        if not rows:
+            return MetricsPage(records=[], next_cursor=after)
+        names = [name for name, _ in rows]
+        payloads = cast(
+            list[str | None],
+            self.client.hmget(metrics_data_key(experiment_id), names),
+        )
+        records = [
+            METRIC_ADAPTER.validate_json(payload)
+            for payload in payloads
+            if payload is not None
+        ]
+        return MetricsPage(records=records, next_cursor=int(rows[-1][1]))
+
+    # Analysis
+
+    def save_analysis(
+        self, experiment_id: str, analysis: CriticalPointAnalysis
+    ) -> None:
+        self.client.set(analysis_key(experiment_id), analysis.model_dump_json())
+
+    def get_analysis(self, experiment_id: str) -> CriticalPointAnalysis | None:
+        payload = cast(str | None, self.client.get(analysis_key(experiment_id)))
+        if payload is None:
+            return None
+        return CriticalPointAnalysis.model_validate_json(payload)
+
+    # Workers
+
+    def write_heartbeat(self, name: str, info: dict[str, Any], ttl_s: int) -> None:
+        self.client.set(worker_key(name), _json(info), ex=ttl_s)
+
+    def remove_heartbeat(self, name: str) -> None:
+        self.client.delete(worker_key(name))
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        keys = list(self.client.scan_iter(match=WORKER_KEY_PATTERN, count=100))
+        if not keys:
+            return []
+        payloads = cast(list[str | None], self.client.mget(keys))
+        return [json.loads(payload) for payload in payloads if payload]
+
+
+def _record_from_fields(fields: dict[str, str]) -> ExperimentRecord:
+    latest = {
+        "step": _loads(fields.get("latest_step")),
+        "epoch": _loads(fields.get("latest_epoch")),
+    }
+    return ExperimentRecord.model_validate(
+        {
+            "id": fields["id"],
+            "status": fields["status"],
+            "spec": json.loads(fields["spec"]),
+            "created_at": fields["created_at"],
+            "started_at": fields.get("started_at"),
+            "finished_at": fields.get("finished_at"),
+            "progress": json.loads(fields["progress"]),
+            "latest": latest,
+            "summary": _loads(fields.get("summary")),
+            "failure": _loads(fields.get("failure")),
+            "cancel_requested": fields.get("cancel_requested") == "1",
+            "attempts": int(fields.get("attempts", "0")),
+            "worker": fields.get("worker"),
+        }
+    )
+
+
+def _loads(payload: str | None) -> Any:
+    return json.loads(payload) if payload else None

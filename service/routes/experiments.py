@@ -1,0 +1,208 @@
+"""Experiments: submit, inspect, list, follow metrics, read the analysis, cancel."""
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+from kombu.exceptions import OperationalError
+
+from saddlepoint.ids import is_ulid
+from saddlepoint.records import (
+    CriticalPointAnalysis,
+    ExperimentRecord,
+    Failure,
+    FailureCode,
+)
+from saddlepoint.spec import ExperimentSpec, check_limits
+from service.deps import QueueDep, SettingsDep, StoreDep
+from service.errors import (
+    AnalysisNotAvailable,
+    ErrorDetail,
+    ErrorResponse,
+    ExperimentFinished,
+    ExperimentNotFound,
+    InvalidCursor,
+    InvalidSpec,
+    QueueUnavailable,
+    summarize,
+)
+from service.schemas import (
+    ExperimentCreated,
+    ExperimentLinks,
+    ExperimentList,
+    ExperimentPublic,
+    MetricsPage,
+)
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+
+ExperimentId = Annotated[
+    str, Path(description="Experiment id (a 26-character ULID).", max_length=64)
+]
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown experiment."}}
+
+
+def load_experiment(store: StoreDep, experiment_id: str) -> ExperimentRecord:
+    record = store.get(experiment_id) if is_ulid(experiment_id) else None
+    if record is None:
+        raise ExperimentNotFound(experiment_id)
+    return record
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExperimentCreated,
+    responses={
+        422: {"model": ErrorResponse, "description": "The spec is invalid."},
+        503: {"model": ErrorResponse, "description": "Redis is unavailable."},
+    },
+)
+def submit_experiment(
+    spec: ExperimentSpec,
+    response: Response,
+    store: StoreDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+) -> ExperimentCreated:
+    """Validate a spec, store it as a queued experiment and send it to a worker.
+
+    Returns at once with the id; follow the experiment with the links. Every
+    field has a default, so `{}` trains the default MLP on digits.
+    """
+    violations = check_limits(spec, settings.limits)
+    if violations:
+        details = [
+            ErrorDetail(field=item.field, value=item.value, message=item.message)
+            for item in violations
+        ]
+        raise InvalidSpec(summarize(details), details)
+
+    record = store.create(spec)
+    try:
+        queue.send_experiment(record.id, spec)
+    except OperationalError as error:
+        # The record exists, so mark it failed rather than leave it queued forever.
+        store.mark_failed(
+            record.id,
+            Failure(
+                code=FailureCode.ENQUEUE_FAILED,
+                message=f"the task queue did not accept the experiment: {error}",
+            ),
+        )
+        logger.error("experiment %s could not be queued: %s", record.id, error)
+        raise QueueUnavailable(
+            f"the task queue is unavailable, so experiment {record.id} was marked "
+            "failed; submit it again once GET /readyz reports ready"
+        ) from error
+
+    logger.info("experiment %s accepted", record.id)
+    links = ExperimentLinks.for_id(record.id)
+    response.headers["Location"] = links.self
+    return ExperimentCreated(id=record.id, status=record.status, links=links)
+
+
+@router.get(
+    "", response_model=ExperimentList, responses={400: {"model": ErrorResponse}}
+)
+def list_experiments(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[
+        str | None, Query(description="``next_cursor`` of the previous page.")
+    ] = None,
+) -> ExperimentList:
+    """List experiments, newest first, one page at a time."""
+    if cursor is not None and not is_ulid(cursor):
+        raise InvalidCursor(
+            f"cursor {cursor!r} is invalid; pass the next_cursor of a previous "
+            "page, or omit it for the first page"
+        )
+    ids = store.list_ids(limit=limit + 1, before=cursor)
+    page, more = ids[:limit], len(ids) > limit
+    records = store.get_many(page)
+    return ExperimentList(
+        items=[ExperimentPublic.from_record(record) for record in records],
+        next_cursor=page[-1] if more else None,
+    )
+
+
+@router.get("/{experiment_id}", response_model=ExperimentPublic, responses=NOT_FOUND)
+def get_experiment(store: StoreDep, experiment_id: ExperimentId) -> ExperimentPublic:
+    """Return status, spec, timestamps, progress, latest metrics and results."""
+    return ExperimentPublic.from_record(load_experiment(store, experiment_id))
+
+
+@router.get("/{experiment_id}/metrics", response_model=MetricsPage, responses=NOT_FOUND)
+def read_metrics(
+    store: StoreDep,
+    experiment_id: ExperimentId,
+    after: Annotated[
+        int,
+        Query(ge=-1, description="``next_cursor`` of the previous page; -1 at start."),
+    ] = -1,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Page size.")] = 1000,
+) -> MetricsPage:
+    """Return step and epoch records after the cursor, oldest first.
+
+    Poll with the returned ``next_cursor`` to see every record exactly once.
+    """
+    record = load_experiment(store, experiment_id)
+    page = store.read_metrics(experiment_id, after=after, limit=limit)
+    return MetricsPage(
+        status=record.status, records=page.records, next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/{experiment_id}/analysis",
+    response_model=CriticalPointAnalysis,
+    responses=NOT_FOUND,
+)
+def get_analysis(store: StoreDep, experiment_id: ExperimentId) -> CriticalPointAnalysis:
+    """Return the critical-point analysis of the parameters where training stopped.
+
+    Available once the experiment has succeeded with the analysis enabled.
+    """
+    record = load_experiment(store, experiment_id)
+    analysis = store.get_analysis(experiment_id)
+    if analysis is not None:
+        return analysis
+    if not record.spec.analysis.enabled:
+        reason = "its spec has analysis.enabled set to false"
+    elif record.status.is_terminal:
+        reason = f"it ended as {record.status.value} before the analysis"
+    else:
+        reason = f"it is {record.status.value}; poll again after it succeeds"
+    raise AnalysisNotAvailable(f"experiment {experiment_id} has no analysis: {reason}")
+
+
+@router.post(
+    "/{experiment_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExperimentPublic,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "Already finished."},
+    },
+)
+def cancel_experiment(store: StoreDep, experiment_id: ExperimentId) -> ExperimentPublic:
+    """Cancel an experiment.
+
+    A queued experiment becomes ``cancelled`` at once and never starts. A
+    running one stops within one update; until then it shows
+    ``cancel_requested``. A finished one answers 409.
+    """
+    previous = store.request_cancel(experiment_id) if is_ulid(experiment_id) else None
+    if previous is None:
+        raise ExperimentNotFound(experiment_id)
+    if previous.is_terminal:
+        raise ExperimentFinished(
+            f"experiment {experiment_id} already ended as {previous.value}; "
+            "only queued or running experiments can be cancelled"
+        )
+    logger.info("experiment %s cancel requested while %s", experiment_id, previous)
+    record = load_experiment(store, experiment_id)
+    return ExperimentPublic.from_record(record)
