@@ -22,8 +22,11 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# pytest exits 5 when it collects nothing; report that as the broken suite it is.
 pytest:
-	$(BIN)/pytest
+	$(BIN)/pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; \
+	exit $$status
 
 openapi:
 	$(BIN)/python -m service.openapi > openapi/openapi.json

@@ -178,6 +178,7 @@ def follow(client: ApiClient, experiment_id: str, poll_interval: float) -> Any:
     """Show a progress bar until the experiment ends; return its final record."""
     record = client.request("GET", f"/v1/experiments/{experiment_id}")
     cursor = -1
+    announced_analysis = False
     with tqdm(total=record["progress"]["total_steps"], unit="step") as bar:
         while True:
             page = client.request(
@@ -189,8 +190,14 @@ def follow(client: ApiClient, experiment_id: str, poll_interval: float) -> Any:
             update_bar(bar, page["records"])
             if page["status"] in TERMINAL and not page["records"]:
                 break
-            if not page["records"]:
-                time.sleep(poll_interval)
+            if page["records"]:
+                continue
+            if not announced_analysis:
+                record = client.request("GET", f"/v1/experiments/{experiment_id}")
+                if record["progress"]["phase"] == "analysis":
+                    bar.set_description("Hessian analysis")
+                    announced_analysis = True
+            time.sleep(poll_interval)
     return client.request("GET", f"/v1/experiments/{experiment_id}")
 
 

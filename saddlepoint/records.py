@@ -79,7 +79,15 @@ class EpochMetrics(Record):
 MetricRecord = StepMetrics | EpochMetrics
 
 
+class Phase(StrEnum):
+    QUEUED = "queued"
+    TRAINING = "training"
+    ANALYSIS = "analysis"
+    DONE = "done"
+
+
 class Progress(Record):
+    phase: Phase = Phase.QUEUED
     steps_completed: int = 0
     total_steps: int
     epochs_completed: int = 0

@@ -23,8 +23,10 @@ def learning_rate_at(
     Warmup rises linearly, ``base_rate * (step + 1) / warmup_steps``, so the
     first update is never wasted at rate zero and the last warmup update uses
     the full base rate. Decay then runs over the remaining updates. Steps past
-    ``total_steps`` keep the final value.
+    the last one keep its value, so a warmup longer than the run never reaches
+    the base rate.
     """
+    step = min(step, max(total_steps - 1, 0))
     warmup = schedule.warmup_steps
     if step < warmup:
         return base_rate * (step + 1) / warmup

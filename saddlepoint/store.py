@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import redis
 from pydantic import TypeAdapter
@@ -43,6 +43,10 @@ PREFIX = "saddle:"
 EXPERIMENTS_KEY = PREFIX + "experiments"
 CANCEL_CHANNEL = PREFIX + "cancel"
 WORKER_KEY_PATTERN = PREFIX + "worker:*"
+
+# Field name to value of a hash. Keys are typed Any because redis-py's hset
+# annotation has an invariant key union that no dict[str, ...] satisfies.
+HashMapping: TypeAlias = dict[Any, str]
 
 METRIC_ADAPTER: TypeAdapter[MetricRecord] = TypeAdapter(MetricRecord)
 
@@ -149,7 +153,7 @@ class ExperimentStore:
             created_at=utc_now(),
             progress=Progress(total_steps=spec.total_steps, total_epochs=spec.epochs),
         )
-        fields = {
+        fields: HashMapping = {
             "id": record.id,
             "status": record.status.value,
             "spec": spec.model_dump_json(),
@@ -289,14 +293,15 @@ class ExperimentStore:
     ) -> None:
         """Store a batch of metric records and the progress in one transaction."""
         index: dict[str, int] = {}
-        data: dict[str, str] = {}
-        latest: dict[str, str] = {}
+        data: HashMapping = {}
+        latest: HashMapping = {}
         for record in records:
             name, ordinal = metric_name_and_ordinal(record)
             index[name] = ordinal
-            data[name] = record.model_dump_json()
+            payload = record.model_dump_json()
+            data[name] = payload
             kind = "latest_step" if isinstance(record, StepMetrics) else "latest_epoch"
-            latest[kind] = data[name]
+            latest[kind] = payload
         if progress is not None:
             latest["progress"] = progress.model_dump_json()
         with self.client.pipeline(transaction=True) as pipe:
@@ -340,6 +345,11 @@ class ExperimentStore:
         return MetricsPage(records=records, next_cursor=int(rows[-1][1]))
 
     # Analysis
+
+    def set_phase(self, experiment_id: str, progress: Progress) -> None:
+        self.client.hset(
+            experiment_key(experiment_id), "progress", progress.model_dump_json()
+        )
 
     def save_analysis(
         self, experiment_id: str, analysis: CriticalPointAnalysis

@@ -6,7 +6,13 @@ import time
 
 import redis
 
-from saddlepoint.records import EpochMetrics, MetricRecord, Progress, StepMetrics
+from saddlepoint.records import (
+    EpochMetrics,
+    MetricRecord,
+    Phase,
+    Progress,
+    StepMetrics,
+)
 from saddlepoint.store import CANCEL_CHANNEL, ExperimentStore
 
 logger = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ class MetricsWriter:
     ) -> None:
         self.store = store
         self.experiment_id = experiment_id
-        self.progress = progress.model_copy()
+        self.progress = progress.model_copy(update={"phase": Phase.TRAINING})
         self.flush_interval_s = flush_interval_s
         self.stop_event = stop_event
         self._buffer: list[MetricRecord] = []
@@ -49,6 +55,11 @@ class MetricsWriter:
 
     def should_stop(self) -> bool:
         return self.stop_event.is_set()
+
+    def enter_phase(self, phase: Phase) -> None:
+        """Write the buffered records and the new phase, e.g. before the analysis."""
+        self.progress.phase = phase
+        self.flush()
 
     def flush(self) -> None:
         records, self._buffer = self._buffer, []

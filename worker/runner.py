@@ -16,6 +16,7 @@ from saddlepoint.records import (
     ExperimentRecord,
     Failure,
     FailureCode,
+    Phase,
     TrainingSummary,
 )
 from saddlepoint.settings import Settings, get_settings
@@ -130,7 +131,7 @@ def _run_claimed(
         writer.flush()
         if watcher.event.is_set():
             raise TrainingStopped(result.summary.steps)
-        _analyze_and_finish(store, experiment_id, spec, result, settings)
+        _analyze_and_finish(store, writer, spec, result, settings)
     except TrainingStopped as stop:
         writer.flush()
         store.mark_cancelled(experiment_id)
@@ -165,13 +166,15 @@ def _run_claimed(
 
 def _analyze_and_finish(
     store: ExperimentStore,
-    experiment_id: str,
+    writer: MetricsWriter,
     spec: ExperimentSpec,
     result: TrainingResult,
     settings: Settings,
 ) -> None:
+    experiment_id = writer.experiment_id
     summary = result.summary
     if spec.analysis.enabled:
+        writer.enter_phase(Phase.ANALYSIS)
         try:
             analysis = analyze_critical_point(
                 result.model,
@@ -193,6 +196,7 @@ def _analyze_and_finish(
             return
         store.save_analysis(experiment_id, analysis)
         logger.info("experiment %s: verdict %s", experiment_id, analysis.verdict.value)
+    writer.enter_phase(Phase.DONE)
     store.mark_succeeded(experiment_id, summary)
     logger.info(
         "experiment %s: succeeded, val_accuracy %.4f",

@@ -1,7 +1,7 @@
 """Experiments: submit, inspect, list, follow metrics, read the analysis, cancel."""
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 from kombu.exceptions import OperationalError
@@ -41,7 +41,9 @@ router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 ExperimentId = Annotated[
     str, Path(description="Experiment id (a 26-character ULID).", max_length=64)
 ]
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown experiment."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown experiment."}
+}
 
 
 def load_experiment(store: StoreDep, experiment_id: str) -> ExperimentRecord:

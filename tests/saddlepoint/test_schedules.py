@@ -1,8 +1,8 @@
 """learning_rate_at against values computed by hand.
 
-Steps count from 0. Warmup gives base·(step + 1)/warmup_steps; after it,
+Steps count from 0. Warmup gives base·(step + 1)/warmup_steps. After warmup,
 cosine decays over the remaining updates to reach base·min_factor on the last
-update, and step multiplies by gamma every step_size updates.
+update, and the step schedule multiplies by gamma every step_size updates.
 """
 
 import math
@@ -55,7 +55,7 @@ def test_cosine_without_warmup() -> None:
 
 
 def test_cosine_min_factor() -> None:
-    # Floor 0.4·0.25 = 0.1; halfway is 0.1 + 0.3·½ = 0.25.
+    # The floor is 0.4·0.25 = 0.1, and halfway is 0.1 + 0.3·½ = 0.25.
     schedule = CosineSchedule(min_factor=0.25)
 
     assert rate(schedule, 0, 11) == close(0.4)
@@ -104,11 +104,6 @@ def test_step_with_warmup() -> None:
     assert rate(schedule, 11, 12) == close(0.004)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the step schedule keeps decaying past total_steps, although the "
-    "docstring of learning_rate_at says later steps keep the final value",
-)
 def test_step_past_end_keeps_final_value() -> None:
     schedule = StepSchedule(step_size=3, gamma=0.5)
 
@@ -143,11 +138,6 @@ def test_warmup_longer_than_run(schedule: Schedule) -> None:
     assert rate(schedule, 4, 5) == close(0.2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with warmup longer than the run, steps past total_steps keep "
-    "warming up, although the docstring says they keep the final value",
-)
 def test_warmup_longer_than_run_past_end() -> None:
     schedule = CosineSchedule(warmup_steps=10)
 

@@ -106,8 +106,9 @@ def load_split(spec: DatasetSpec) -> SplitArrays:
         random_state=spec.split_seed,
     )
 
-    # Compare max with min, not std with 0: the mean of a constant column can
-    # round away from its value, which leaves a std of about 1e-17.
+    # Detect constant columns by max == min rather than std == 0, because the
+    # mean of a constant column can round away from its value and leave a std
+    # of order 1e-16 (NumPy 2.4, a column of 0.1s).
     constant = train_x.max(axis=0) == train_x.min(axis=0)
     mean = np.where(constant, train_x[0], train_x.mean(axis=0))
     std = np.where(constant, 1.0, train_x.std(axis=0))

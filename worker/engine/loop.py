@@ -40,12 +40,12 @@ class TrainingHooks(Protocol):
     def on_epoch(self, record: EpochMetrics) -> None: ...
 
     def should_stop(self) -> bool:
-        """Return True to stop before the next update; called before each one."""
+        """Return True to stop training. The loop calls this before every update."""
         ...
 
 
 class TrainingStopped(Exception):
-    """``should_stop()`` returned True; ``step`` updates were completed."""
+    """Training stopped after ``step`` updates because ``should_stop()`` was True."""
 
     def __init__(self, step: int) -> None:
         super().__init__(f"training stopped on request after {step} updates")
@@ -67,7 +67,7 @@ class TrainingDiverged(Exception):
 
 
 class TrainingTimeLimit(Exception):
-    """Training ran past its time limit; ``step`` updates were completed."""
+    """Training ran past ``time_limit_s`` after ``step`` completed updates."""
 
     def __init__(self, step: int, time_limit_s: float) -> None:
         super().__init__(
@@ -242,7 +242,7 @@ def train(
 
     Seeds ``torch.manual_seed(spec.seed)`` before building the model, and
     shuffles with a separate CPU ``torch.Generator`` seeded with ``spec.seed``,
-    so a spec trains to the same numbers on the same device and PyTorch build.
+    so a spec trains to the same numbers on CPU with the same PyTorch build.
     Each epoch draws a random permutation of the training split and runs
     ``spec.steps_per_epoch`` updates on batches of ``spec.resolved_batch_size``
     (the last one may be smaller). Update ``step`` (0-based over the run) uses
@@ -251,6 +251,9 @@ def train(
     Raises TrainingStopped, TrainingDiverged or TrainingTimeLimit when the run
     ends early. ``time_limit_s`` counts from the call, including data loading,
     and is checked after every update.
+
+    NOTE: only the CPU path is tested. On CUDA, kernels may also differ in the
+    last bits between runs unless deterministic algorithms are enabled.
     """
     if time_limit_s is not None and time_limit_s < 0:
         raise ValueError(f"time_limit_s must be >= 0 or None, got {time_limit_s}")
