@@ -178,10 +178,10 @@ def test_classify_gradient_at_tolerance_critical() -> None:
 
 def one_input_linear(weights: list[float]) -> nn.Sequential:
     """Linear(1, 2) without bias: logits (w0 x, w1 x)."""
-    model = nn.Sequential(nn.Linear(1, 2, bias=False))
+    layer = nn.Linear(1, 2, bias=False)
     with torch.no_grad():
-        model[0].weight.copy_(torch.tensor(weights).reshape(2, 1))
-    return model
+        layer.weight.copy_(torch.tensor(weights).reshape(2, 1))
+    return nn.Sequential(layer)
 
 
 # The same input with both labels: equal logits minimize the loss, and adding
@@ -243,11 +243,12 @@ def test_analysis_large_gradient_not_critical() -> None:
 
 def two_layer_linear(first: float, second: list[float]) -> nn.Sequential:
     """Logits (b0 a x, b1 a x) with a the first weight and b the second layer."""
-    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 2, bias=False))
+    hidden = nn.Linear(1, 1, bias=False)
+    output = nn.Linear(1, 2, bias=False)
     with torch.no_grad():
-        model[0].weight.fill_(first)
-        model[1].weight.copy_(torch.tensor(second).reshape(2, 1))
-    return model
+        hidden.weight.fill_(first)
+        output.weight.copy_(torch.tensor(second).reshape(2, 1))
+    return nn.Sequential(hidden, output)
 
 
 SINGLE_INPUT = torch.ones(1, 1)
