@@ -1,170 +1,24 @@
-"""The experiment spec: what a client submits and a worker trains.
+"""The whole experiment spec and the deployment limits it must respect."""
 
-Every model forbids unknown fields and non-finite numbers, and every number has
-bounds, so a spec that validates here is one a worker can run. Checks that need
-a deployment setting (the largest model the exact Hessian accepts) live in
-:func:`check_limits`, which the API calls with its settings.
-"""
-
-import itertools
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from saddlepoint.datasets import DATASETS, DatasetName, split_sizes
-
-UINT32_MAX = 2**32 - 1
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-
-class DatasetSpec(StrictModel):
-    """Built-in dataset and its stratified train/validation split."""
-
-    name: DatasetName = Field(
-        DatasetName.DIGITS, description="Built-in scikit-learn dataset."
-    )
-    validation_fraction: float = Field(
-        0.2,
-        ge=0.05,
-        le=0.5,
-        description="Share of samples held out for validation, rounded up.",
-    )
-    split_seed: int = Field(
-        0, ge=0, le=UINT32_MAX, description="Seed of the train/validation split."
-    )
-
-    @property
-    def train_samples(self) -> int:
-        return split_sizes(DATASETS[self.name].samples, self.validation_fraction)[0]
-
-
-class Activation(StrEnum):
-    RELU = "relu"
-    TANH = "tanh"
-    SIGMOID = "sigmoid"
-    IDENTITY = "identity"
-
-
-class MlpSpec(StrictModel):
-    """Fully connected network: input, hidden layers with one activation, output."""
-
-    kind: Literal["mlp"] = "mlp"
-    hidden_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [32],
-        max_length=8,
-        description="Width of each hidden layer; an empty list is a linear model.",
-    )
-    activation: Activation = Activation.RELU
-
-    def parameter_count(self, features: int, outputs: int) -> int:
-        """Count weights and biases of the network for the given input and output."""
-        widths = [features, *self.hidden_sizes, outputs]
-        return sum(
-            fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(widths)
-        )
+from saddlepoint.datasets import DATASETS
+from saddlepoint.spec.analysis import AnalysisSpec
+from saddlepoint.spec.base import UINT32_MAX, StrictModel
+from saddlepoint.spec.data import DatasetSpec
+from saddlepoint.spec.model import MlpSpec
+from saddlepoint.spec.optim import OptimizerSpec, SgdSpec
+from saddlepoint.spec.schedule import ConstantSchedule, ScheduleSpec
 
 
 class LossName(StrEnum):
     CROSS_ENTROPY = "cross_entropy"
     MSE = "mse"
-
-
-class SgdSpec(StrictModel):
-    """Stochastic gradient descent with optional (Nesterov) momentum."""
-
-    name: Literal["sgd"] = "sgd"
-    learning_rate: float = Field(0.1, gt=0, le=100)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0, le=1)
-
-    @field_validator("nesterov")
-    @classmethod
-    def _nesterov_needs_momentum(cls, nesterov: bool, info: ValidationInfo) -> bool:
-        if nesterov and info.data.get("momentum") == 0:
-            raise PydanticCustomError(
-                "nesterov_without_momentum",
-                "nesterov=true needs momentum > 0; set momentum (for example 0.9) "
-                "or set nesterov to false",
-            )
-        return nesterov
-
-
-class AdamSpec(StrictModel):
-    """Adam: momentum plus a per-parameter step scaled by the gradients' RMS."""
-
-    name: Literal["adam"] = "adam"
-    learning_rate: float = Field(0.001, gt=0, le=100)
-    betas: tuple[
-        Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]
-    ] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0, le=1)
-    weight_decay: float = Field(0.0, ge=0, le=1)
-
-
-OptimizerSpec = Annotated[SgdSpec | AdamSpec, Field(discriminator="name")]
-
-
-class ConstantSchedule(StrictModel):
-    """Base learning rate after an optional linear warmup."""
-
-    name: Literal["constant"] = "constant"
-    warmup_steps: int = Field(0, ge=0, le=10_000_000)
-
-
-class CosineSchedule(StrictModel):
-    """Linear warmup, then cosine decay to ``min_factor`` x base at the last step."""
-
-    name: Literal["cosine"] = "cosine"
-    warmup_steps: int = Field(0, ge=0, le=10_000_000)
-    min_factor: float = Field(0.0, ge=0, le=1)
-
-
-class StepSchedule(StrictModel):
-    """Linear warmup, then the rate times ``gamma`` every ``step_size`` updates."""
-
-    name: Literal["step"] = "step"
-    warmup_steps: int = Field(0, ge=0, le=10_000_000)
-    step_size: int = Field(ge=1, le=10_000_000)
-    gamma: float = Field(0.1, gt=0, le=1)
-
-
-ScheduleSpec = Annotated[
-    ConstantSchedule | CosineSchedule | StepSchedule, Field(discriminator="name")
-]
-
-
-class AnalysisSpec(StrictModel):
-    """Critical-point analysis of the trained parameters."""
-
-    enabled: bool = True
-    gradient_tolerance: float = Field(
-        1e-3,
-        gt=0,
-        le=1e3,
-        description="Gradient norm at or below which the point counts as critical.",
-    )
-    eigenvalue_tolerance: float = Field(
-        1e-6,
-        gt=0,
-        lt=1,
-        description=(
-            "Eigenvalues within this fraction of the largest |eigenvalue| "
-            "count as zero."
-        ),
-    )
 
 
 class Device(StrEnum):
