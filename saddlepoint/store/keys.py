@@ -1,0 +1,3 @@
+"""Key prefix shared by every part of the Redis layout."""
+
+PREFIX = "saddle:"
