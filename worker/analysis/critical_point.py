@@ -1,8 +1,8 @@
 """Second-order test of the point where training stopped, with the exact Hessian.
 
 A point is critical when its gradient norm is at most the spec's
-``gradient_tolerance``. The signs of the Hessian's eigenvalues then say what
-kind of critical point it is: all positive is a strict local minimum, both
+``gradient_tolerance``. The signs of the Hessian's eigenvalues then determine
+what kind of critical point it is: all positive is a strict local minimum, both
 signs a saddle point. Eigenvalues within a relative threshold of zero count as
 zero, and zero directions leave the second-order test undecided.
 """
@@ -258,7 +258,7 @@ def analyze_critical_point(
 
     elapsed_s = time.perf_counter() - started
     logger.info(
-        "critical-point analysis of %d parameters took %.2f s: %s",
+        "critical-point analysis of %d parameters took %.2f s, verdict %s",
         parameter_count,
         elapsed_s,
         result.verdict.value,
@@ -291,7 +291,7 @@ def _check_size(parameter_count: int, max_parameters: int | None) -> None:
     if max_parameters is not None and parameter_count > max_parameters:
         raise ValueError(
             f"the model has {parameter_count} parameters but the exact Hessian "
-            f"analysis accepts at most {max_parameters}; use a smaller model "
+            f"analysis accepts at most {max_parameters}, so use a smaller model "
             "or raise max_parameters"
         )
 
@@ -301,7 +301,7 @@ def _float64_loss_function(
 ) -> tuple[LossFunction, Tensor]:
     """Copy ``model`` to float64 in eval mode and return its loss and theta (P,)."""
     if inputs.shape[0] == 0:
-        raise ValueError("inputs has no samples; the analysis needs at least one")
+        raise ValueError("inputs has no samples, but the analysis needs at least one")
     device = inputs.device
     copied = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
     inputs = inputs.to(torch.float64)
@@ -314,6 +314,6 @@ def _check_finite(loss_value: float, gradient_norm: float) -> None:
     if not (math.isfinite(loss_value) and math.isfinite(gradient_norm)):
         raise ValueError(
             f"the loss ({loss_value}) or the gradient norm ({gradient_norm}) is "
-            "not finite at these parameters, so the point cannot be analyzed; "
-            "check the run for divergence"
+            "not finite at these parameters, so the point cannot be analyzed. "
+            "Check the run for divergence."
         )

@@ -2,8 +2,8 @@
 
 Everything here works on one flat parameter vector ``theta`` of shape (P,), so
 the loss is a plain function R^P -> R that ``torch.func`` can differentiate
-twice. The helpers keep the dtype of ``theta``; the analysis runs them in
-float64.
+twice. The helpers keep the dtype of ``theta``, and the analysis runs them
+in float64.
 """
 
 from collections.abc import Callable
@@ -64,8 +64,8 @@ def make_loss_function(
     """
     if model.training:
         raise ValueError(
-            "the model is in training mode; call model.eval() before building "
-            "its loss function"
+            "call model.eval() before building the loss function, because the "
+            "model is in training mode"
         )
     _, unflatten = flatten_parameters(model)
     buffers = {name: buffer.detach() for name, buffer in model.named_buffers()}

@@ -213,8 +213,9 @@ def test_analysis_local_minimum(loss: LossName, curvature: float) -> None:
 
     result = analyze_critical_point(model, loss, TIED_INPUTS, TIED_TARGETS, SPEC)
 
-    # Hessian c/2 * [[1, -1], [-1, 1]]: cross entropy gives c = 0.5 from
-    # diag(p) - p p^T, mse on softmax gives c = 2 * (1/4)^2 * 2 = 0.25.
+    # The Hessian is c/2 * [[1, -1], [-1, 1]] with eigenvalues 0 and c. Cross
+    # entropy gives c = 0.5 from diag(p) - p p^T with p = (1/2, 1/2). Mse on
+    # softmax has second derivative 2 * (1/4)^2 = 1/8 along w0 - w1, so c = 0.25.
     assert result.verdict == Verdict.LOCAL_MINIMUM
     assert result.gradient_norm == pytest.approx(0.0, abs=1e-15)
     assert result.eigenvalues == pytest.approx([0.0, curvature], abs=1e-14)
