@@ -4,13 +4,20 @@ Floats in these records are always finite. A value that is not (a diverged
 loss) is stored as ``None``, so every response is valid JSON.
 """
 
-import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from saddlepoint.analysis import (
+    CriticalPointAnalysis,
+    Escape,
+    EscapeTrial,
+    Record,
+    Verdict,
+    finite_or_none,
+)
 from saddlepoint.spec import ExperimentSpec
 
 
@@ -41,14 +48,14 @@ class FailureCode(StrEnum):
     ENQUEUE_FAILED = "enqueue_failed"
 
 
-class Record(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-def finite_or_none(value: float) -> float | None:
-    """Return ``value`` as a float, or None when it is NaN or infinite."""
-    value = float(value)
-    return value if math.isfinite(value) else None
+__all__ = [
+    "CriticalPointAnalysis",
+    "Escape",
+    "EscapeTrial",
+    "Record",
+    "Verdict",
+    "finite_or_none",
+]
 
 
 class StepMetrics(Record):
@@ -59,8 +66,15 @@ class StepMetrics(Record):
     epoch: int
     loss: float | None = Field(description="Mini-batch loss; null when not finite.")
     learning_rate: float
-    grad_norm: float | None = Field(description="L2 norm of the full gradient.")
-    step_time_ms: float
+    grad_norm: float | None = Field(
+        description=(
+            "L2 norm of the mini-batch gradient over all parameters, before "
+            "clipping by optimizer.clip_grad_norm; null when not finite."
+        )
+    )
+    step_time_ms: float = Field(
+        description="Wall time of the forward pass, backward pass and update."
+    )
 
 
 class EpochMetrics(Record):
@@ -70,10 +84,37 @@ class EpochMetrics(Record):
     epoch: int
     step: int = Field(description="Index of the epoch's last update.")
     train_loss: float | None
-    train_accuracy: float
+    train_accuracy: float | None = Field(
+        description="Share of correct predictions; null for regression."
+    )
     val_loss: float | None
-    val_accuracy: float
-    epoch_time_s: float
+    val_accuracy: float | None = Field(
+        description="Share of correct predictions; null for regression."
+    )
+    epoch_time_s: float = Field(
+        description="Wall time of the updates and the evaluation, not the noise."
+    )
+    updates_per_epoch: int | None = Field(
+        None, description="Updates in this epoch; null when not recorded."
+    )
+    mean_step_time_ms: float | None = Field(
+        None, description="Mean step_time_ms over this epoch's updates."
+    )
+    gradient_noise: float | None = Field(
+        None,
+        description=(
+            "Mean squared L2 distance of the mini-batch gradients of one pass "
+            "from the full-batch gradient, at the parameters after this epoch; "
+            "null unless metrics.gradient_noise_epochs lists the epoch."
+        ),
+    )
+    full_gradient_norm: float | None = Field(
+        None,
+        description="L2 norm of the full-batch gradient where the noise was measured.",
+    )
+    gradient_noise_time_s: float | None = Field(
+        None, description="Wall time of the gradient noise measurement."
+    )
 
 
 MetricRecord = StepMetrics | EpochMetrics
@@ -113,68 +154,31 @@ class TrainingSummary(Record):
     steps: int
     epochs: int
     train_loss: float | None
-    train_accuracy: float
+    train_accuracy: float | None = Field(
+        description="Share of correct predictions; null for regression."
+    )
     val_loss: float | None
-    val_accuracy: float
+    val_accuracy: float | None = Field(
+        description="Share of correct predictions; null for regression."
+    )
     wall_time_s: float
     device: str
     parameter_count: int
-
-
-class Verdict(StrEnum):
-    LOCAL_MINIMUM = "local_minimum"
-    SADDLE_POINT = "saddle_point"
-    LOCAL_MAXIMUM = "local_maximum"
-    DEGENERATE = "degenerate"
-    NOT_CRITICAL = "not_critical"
-
-
-class EscapeTrial(Record):
-    """Loss after a step of length ``step_size`` along the escape direction."""
-
-    step_size: float
-    loss: float | None
-    loss_change: float | None
-    predicted_change: float = Field(
-        description="Second-order prediction 0.5 * eigenvalue * step_size**2."
+    updates_per_epoch: int | None = Field(
+        None, description="Updates in each epoch; null when not recorded."
     )
-
-
-class Escape(Record):
-    """Steps along the eigenvector of the most negative eigenvalue."""
-
-    eigenvalue: float
-    loss_before: float
-    trials: list[EscapeTrial]
-    best_step_size: float | None = Field(
-        description="Step size with the lowest loss, or null if none lowered it."
+    mean_step_time_ms: float | None = Field(
+        None, description="Mean step_time_ms over every update of the run."
     )
-
-
-class CriticalPointAnalysis(Record):
-    """Curvature of the training loss where training stopped."""
-
-    loss: float
-    gradient_norm: float
-    gradient_tolerance: float
-    parameter_count: int
-    samples: int
-    dtype: str
-    method: Literal["exact"] = "exact"
-    eigenvalue_tolerance: float = Field(
-        description="Absolute threshold: |eigenvalue| at or below it counts as zero."
+    mean_epoch_time_s: float | None = Field(
+        None, description="Mean epoch_time_s over every epoch of the run."
     )
-    positive_count: int
-    negative_count: int
-    zero_count: int
-    min_eigenvalue: float
-    max_eigenvalue: float
-    minimum_ratio: float = Field(description="Positive eigenvalues over all of them.")
-    verdict: Verdict
-    verdict_reason: str
-    eigenvalues: list[float] = Field(description="Every eigenvalue, ascending.")
-    escape: Escape | None = None
-    elapsed_s: float
+    gradient_noise: float | None = Field(
+        None, description="The last gradient_noise measured; null if none was."
+    )
+    gradient_noise_epoch: int | None = Field(
+        None, description="Epoch at whose end gradient_noise was measured."
+    )
 
 
 class ExperimentRecord(Record):
@@ -193,3 +197,6 @@ class ExperimentRecord(Record):
     cancel_requested: bool = False
     attempts: int = 0
     worker: str | None = None
+    sweep_id: str | None = Field(
+        None, description="Id of the sweep that created this experiment, if any."
+    )

@@ -7,13 +7,12 @@ signs a saddle point. Eigenvalues within a relative threshold of zero count as
 zero, and zero directions leave the second-order test undecided.
 """
 
-import copy
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import scipy.linalg
 import torch
 from torch import Tensor, nn
 
@@ -25,13 +24,8 @@ from saddlepoint.records import (
     finite_or_none,
 )
 from saddlepoint.spec import AnalysisSpec, LossName
-from worker.analysis.hessian import (
-    LossFunction,
-    flatten_parameters,
-    gradient,
-    hessian_matrix,
-    make_loss_function,
-)
+from saddlepoint.spec.analysis import ModelMode
+from worker.analysis.objective import LossObjective
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +73,7 @@ def classify(
     positive = int((eigenvalues > threshold).sum())
     negative = int((eigenvalues < -threshold).sum())
     zero = eigenvalues.numel() - positive - negative
-    curvature = _curvature_verdict(positive, negative)
+    curvature = curvature_verdict(positive, negative, zero)
 
     if gradient_norm > spec.gradient_tolerance:
         verdict = Verdict.NOT_CRITICAL
@@ -98,9 +92,17 @@ def classify(
     return Classification(verdict, reason, threshold, positive, negative, zero)
 
 
-def _curvature_verdict(positive: int, negative: int) -> Verdict:
+def curvature_verdict(positive: int, negative: int, zero: int) -> Verdict:
+    """Name the critical point from its eigenvalue signs.
+
+    Both signs prove a saddle point whatever the zero directions do. With one
+    sign and some zero eigenvalues the second-order test cannot decide: the
+    flat directions do, at higher order, so the point is ``degenerate``.
+    """
     if positive and negative:
         return Verdict.SADDLE_POINT
+    if zero:
+        return Verdict.DEGENERATE
     if positive:
         return Verdict.LOCAL_MINIMUM
     if negative:
@@ -128,84 +130,203 @@ def _critical_reason(
             f"positive and {zero} zero eigenvalues, so this is a saddle point."
         )
     if curvature == Verdict.DEGENERATE:
+        if positive == 0 and negative == 0:
+            return (
+                f"{opening} but all {zero} eigenvalues are within {threshold:.3g} "
+                "of zero, so the second-order test cannot classify this point."
+            )
+        sign = "positive" if positive else "negative"
         return (
-            f"{opening} but all {zero} eigenvalues are within {threshold:.3g} of "
-            "zero, so the second-order test cannot classify this point."
+            f"{opening}, {positive + negative} eigenvalues are {sign} and none has "
+            f"the other sign, but {zero} zero directions (|eigenvalue| <= "
+            f"{threshold:.3g}) decide at higher order whether this is a local "
+            f"{'minimum' if positive else 'maximum'}: the point is degenerate."
         )
     sign, extremum = (
         ("positive", "minimum")
         if curvature == Verdict.LOCAL_MINIMUM
         else ("negative", "maximum")
     )
-    if zero == 0:
-        return (
-            f"{opening} and all {positive + negative} eigenvalues are {sign}, "
-            f"so this is a strict local {extremum}."
-        )
     return (
-        f"{opening} and {positive + negative} eigenvalues are {sign}, so this is "
-        f"a local {extremum} to second order, but {zero} zero directions "
-        f"(|eigenvalue| <= {threshold:.3g}) leave it undecided at higher order."
+        f"{opening} and all {positive + negative} eigenvalues are {sign}, "
+        f"so this is a strict local {extremum}."
     )
 
 
-def lowest_eigenvector(hessian: Tensor) -> Tensor:
-    """Return the unit eigenvector (P,) of the smallest eigenvalue of ``hessian``.
-
-    Uses LAPACK through ``scipy.linalg.eigh`` with ``subset_by_index=[0, 0]``
-    on the CPU. It tridiagonalizes once, as a full eigenvalue solve does, but
-    back-transforms only one vector.
-    """
-    matrix = hessian.detach().cpu().numpy()
-    _, vectors = scipy.linalg.eigh(matrix, subset_by_index=[0, 0])
-    return torch.from_numpy(vectors[:, 0]).to(hessian.device, hessian.dtype)
-
-
-def try_escape(
-    f: LossFunction,
+def escape_along(
+    loss_at: Callable[[Tensor], float],
     theta: Tensor,
     grad: Tensor,
-    hessian: Tensor,
+    direction: Tensor,
     eigenvalue: float,
     loss_before: float,
-) -> Escape:
-    """Evaluate the loss along the eigenvector of the most negative eigenvalue.
+    step_sizes: Sequence[float] = ESCAPE_STEP_SIZES,
+) -> tuple[Escape, Tensor | None]:
+    """Evaluate the loss along a unit eigenvector of a negative eigenvalue.
 
-    ``theta`` and ``grad`` have shape (P,) and ``hessian`` (P, P). The unit
-    eigenvector v is oriented so that grad . v <= 0, which makes the step
-    descend to first order as well. Each step size t in
-    ``ESCAPE_STEP_SIZES`` costs one loss evaluation at theta + t v. Each
-    trial's ``predicted_change`` is the second-order term 0.5 * eigenvalue *
-    t**2, and it leaves out the first-order term t * grad . v.
+    ``theta``, ``grad`` and ``direction`` have shape (P,). The direction v is
+    oriented so that grad . v <= 0, which makes the step descend to first order
+    as well. Each step size t costs one loss evaluation at theta + t v. Returns
+    the escape report and the best point found (None if no step lowered the
+    loss). Each trial's ``predicted_change`` is the second-order term
+    0.5 * eigenvalue * t**2, and ``first_order_change`` is t * grad . v.
     """
-    v = lowest_eigenvector(hessian)
-    if float(grad @ v) > 0:
-        v = -v
+    v = -direction if float(grad @ direction) > 0 else direction
+    slope = float(grad @ v)
 
     trials = []
-    finite_losses: list[tuple[float, float]] = []
+    best: tuple[float, float] | None = None
     with torch.no_grad():
-        for step_size in ESCAPE_STEP_SIZES:
-            loss = finite_or_none(float(f(theta + step_size * v)))
+        for step_size in step_sizes:
+            loss = finite_or_none(loss_at(theta + step_size * v))
             change = None if loss is None else finite_or_none(loss - loss_before)
-            if loss is not None:
-                finite_losses.append((loss, step_size))
+            if (
+                loss is not None
+                and loss < loss_before
+                and (best is None or loss < best[0])
+            ):
+                best = (loss, step_size)
             trials.append(
                 EscapeTrial(
                     step_size=step_size,
                     loss=loss,
                     loss_change=change,
                     predicted_change=0.5 * eigenvalue * step_size**2,
+                    first_order_change=slope * step_size,
                 )
             )
 
-    lowest_loss, best_step_size = min(finite_losses, default=(loss_before, None))
-    return Escape(
+    escape = Escape(
         eigenvalue=eigenvalue,
         loss_before=loss_before,
         trials=trials,
-        best_step_size=best_step_size if lowest_loss < loss_before else None,
+        best_step_size=None if best is None else best[1],
     )
+    best_point = None if best is None else theta + best[1] * v
+    return escape, best_point
+
+
+def try_escape(
+    f: Callable[[Tensor], Tensor],
+    theta: Tensor,
+    grad: Tensor,
+    hessian: Tensor,
+    eigenvalue: float,
+    loss_before: float,
+) -> Escape:
+    """Escape along the lowest eigenvector of ``hessian`` (P, P) with loss ``f``."""
+    _, vectors = torch.linalg.eigh(hessian)
+    escape, _ = escape_along(
+        lambda point: float(f(point)),
+        theta,
+        grad,
+        vectors[:, 0],
+        eigenvalue,
+        loss_before,
+    )
+    return escape
+
+
+@dataclass(frozen=True)
+class ExactAnalysis:
+    analysis: CriticalPointAnalysis
+    escaped_theta: Tensor | None
+
+
+def analyze_exact(
+    objective: LossObjective, spec: AnalysisSpec, chunk_size: int = 64
+) -> ExactAnalysis:
+    """Run the second-order test with the full Hessian of ``objective``.
+
+    Builds the (P, P) Hessian from P Hessian-vector products in batches of
+    ``chunk_size``, then ``torch.linalg.eigh`` gives every eigenvalue and the
+    eigenvectors. Those give the share of the gradient in zero-curvature
+    directions and, when an eigenvalue is negative, the escape direction.
+    Cost: P products, one O(P^3) eigendecomposition and O(P^2) memory.
+
+    Raises ValueError when the loss, gradient or Hessian is not finite.
+    """
+    started = time.perf_counter()
+    loss_value = objective.loss()
+    grad = objective.gradient()
+    gradient_norm = float(torch.linalg.vector_norm(grad))
+    _check_finite(loss_value, gradient_norm)
+
+    hessian = objective.hessian(chunk_size=chunk_size)
+    if not bool(torch.isfinite(hessian).all()):
+        raise ValueError(
+            "the Hessian has NaN or infinite entries at these parameters, so "
+            "its eigenvalues are undefined"
+        )
+    eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
+    del hessian
+    result = classify(gradient_norm, eigenvalues, spec)
+    flat_share = _gradient_flat_share(
+        grad, gradient_norm, eigenvalues, eigenvectors, result.eigenvalue_threshold
+    )
+
+    escape, escaped_theta = None, None
+    if result.negative_count > 0 and spec.escape.enabled:
+        escape, escaped_theta = escape_along(
+            objective.loss,
+            objective.theta,
+            grad,
+            eigenvectors[:, 0],
+            float(eigenvalues[0]),
+            loss_value,
+            spec.escape.step_sizes,
+        )
+
+    extremes = None
+    if spec.eigenvectors:
+        k = min(spec.top_k, eigenvalues.numel())
+        picked = torch.cat([eigenvectors[:, :k], eigenvectors[:, -k:]], dim=1)
+        extremes = picked.T.tolist()
+
+    parameter_count = objective.dim
+    analysis = CriticalPointAnalysis(
+        loss=loss_value,
+        gradient_norm=gradient_norm,
+        gradient_tolerance=spec.gradient_tolerance,
+        parameter_count=parameter_count,
+        samples=objective.samples,
+        dtype=str(objective.theta.dtype).removeprefix("torch."),
+        mode=spec.mode.value,
+        method="exact",
+        eigenvalue_tolerance=result.eigenvalue_threshold,
+        positive_count=result.positive_count,
+        negative_count=result.negative_count,
+        zero_count=result.zero_count,
+        min_eigenvalue=float(eigenvalues[0]),
+        max_eigenvalue=float(eigenvalues[-1]),
+        minimum_ratio=result.positive_count / parameter_count,
+        gradient_flat_share=flat_share,
+        verdict=result.verdict,
+        verdict_reason=result.reason,
+        eigenvalues=eigenvalues.tolist(),
+        eigenvectors=extremes,
+        escape=escape,
+        hvp_count=objective.hvp_count,
+        elapsed_s=time.perf_counter() - started,
+    )
+    return ExactAnalysis(analysis, escaped_theta)
+
+
+def _gradient_flat_share(
+    grad: Tensor,
+    gradient_norm: float,
+    eigenvalues: Tensor,
+    eigenvectors: Tensor,
+    threshold: float,
+) -> float | None:
+    """Return |V0^T g|^2 / |g|^2 for the zero-eigenvalue eigenvectors V0 (P, Z)."""
+    if gradient_norm == 0.0:
+        return None
+    flat = eigenvalues.abs() <= threshold
+    if not bool(flat.any()):
+        return 0.0
+    projection = eigenvectors[:, flat].T @ grad
+    return min(float(projection.square().sum()) / gradient_norm**2, 1.0)
 
 
 def analyze_critical_point(
@@ -215,74 +336,31 @@ def analyze_critical_point(
     targets: Tensor,
     spec: AnalysisSpec,
     *,
-    chunk_size: int = 256,
+    chunk_size: int = 64,
     max_parameters: int | None = None,
 ) -> CriticalPointAnalysis:
-    """Run the second-order test on ``model`` with the exact Hessian in float64.
+    """Run the exact second-order test on ``model`` over all of ``inputs``.
 
-    Works on a float64 copy of ``model`` in eval mode on the device of
-    ``inputs`` (N, ...), so the caller's model is left unchanged. The loss is
-    the mean over all N samples against class indices ``targets`` (N,).
-    Builds the full (P, P) Hessian, takes all eigenvalues with
-    ``torch.linalg.eigvalsh`` and classifies the point with :func:`classify`.
-    When some eigenvalue is negative, :func:`try_escape` also steps along its
-    eigenvector. Cost: P Hessian-vector products in batches of
-    ``chunk_size``, one gradient, two O(P^3) eigenvalue solves when an
-    eigenvalue is negative (one otherwise) and O(P^2) memory.
+    Works on a float64 copy of ``model`` in the spec's mode on the device of
+    ``inputs`` (N, ...), so the caller's model is left unchanged; see
+    :func:`analyze_exact` for the method and cost.
 
     Raises ValueError when the model has more than ``max_parameters``
     parameters, or when the loss, gradient or Hessian is not finite.
     """
-    started = time.perf_counter()
     parameter_count = sum(p.numel() for p in model.parameters())
     _check_size(parameter_count, max_parameters)
-
-    f, theta = _float64_loss_function(model, loss, inputs, targets)
-    loss_value = float(f(theta))
-    grad = gradient(f, theta)
-    gradient_norm = float(torch.linalg.vector_norm(grad))
-    _check_finite(loss_value, gradient_norm)
-
-    hessian = hessian_matrix(f, theta, chunk_size=chunk_size)
-    if not bool(torch.isfinite(hessian).all()):
-        raise ValueError(
-            "the Hessian has NaN or infinite entries at these parameters, so "
-            "its eigenvalues are undefined"
-        )
-    eigenvalues = torch.linalg.eigvalsh(hessian)
-    result = classify(gradient_norm, eigenvalues, spec)
-
-    escape = None
-    if result.negative_count > 0:
-        escape = try_escape(f, theta, grad, hessian, float(eigenvalues[0]), loss_value)
-
-    elapsed_s = time.perf_counter() - started
+    objective = LossObjective(model, loss, inputs, targets, mode=spec.mode)
+    if spec.mode == ModelMode.TRAIN:
+        objective.check_consistency()
+    result = analyze_exact(objective, spec, chunk_size=chunk_size).analysis
     logger.info(
         "critical-point analysis of %d parameters took %.2f s, verdict %s",
         parameter_count,
-        elapsed_s,
+        result.elapsed_s,
         result.verdict.value,
     )
-    return CriticalPointAnalysis(
-        loss=loss_value,
-        gradient_norm=gradient_norm,
-        gradient_tolerance=spec.gradient_tolerance,
-        parameter_count=parameter_count,
-        samples=inputs.shape[0],
-        dtype="float64",
-        eigenvalue_tolerance=result.eigenvalue_threshold,
-        positive_count=result.positive_count,
-        negative_count=result.negative_count,
-        zero_count=result.zero_count,
-        min_eigenvalue=float(eigenvalues[0]),
-        max_eigenvalue=float(eigenvalues[-1]),
-        minimum_ratio=result.positive_count / parameter_count,
-        verdict=result.verdict,
-        verdict_reason=result.reason,
-        eigenvalues=eigenvalues.tolist(),
-        escape=escape,
-        elapsed_s=elapsed_s,
-    )
+    return result
 
 
 def _check_size(parameter_count: int, max_parameters: int | None) -> None:
@@ -292,22 +370,8 @@ def _check_size(parameter_count: int, max_parameters: int | None) -> None:
         raise ValueError(
             f"the model has {parameter_count} parameters but the exact Hessian "
             f"analysis accepts at most {max_parameters}, so use a smaller model "
-            "or raise max_parameters"
+            'or analysis.method "lanczos"'
         )
-
-
-def _float64_loss_function(
-    model: nn.Module, loss: LossName, inputs: Tensor, targets: Tensor
-) -> tuple[LossFunction, Tensor]:
-    """Copy ``model`` to float64 in eval mode and return its loss and theta (P,)."""
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs has no samples, but the analysis needs at least one")
-    device = inputs.device
-    copied = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
-    inputs = inputs.to(torch.float64)
-    f = make_loss_function(copied, loss, inputs, targets.to(device))
-    theta, _ = flatten_parameters(copied)
-    return f, theta
 
 
 def _check_finite(loss_value: float, gradient_norm: float) -> None:

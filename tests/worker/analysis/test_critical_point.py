@@ -114,11 +114,12 @@ def test_escape_without_decrease_has_no_best() -> None:
 CLASSIFY_CASES = [
     ([-1.0, 2.0], Verdict.SADDLE_POINT, (1, 1, 0)),
     ([1.0, 2.0], Verdict.LOCAL_MINIMUM, (2, 0, 0)),
-    ([0.0, 1.0, 2.0], Verdict.LOCAL_MINIMUM, (2, 0, 1)),
+    ([0.0, 1.0, 2.0], Verdict.DEGENERATE, (2, 0, 1)),
     ([-2.0, -1.0], Verdict.LOCAL_MAXIMUM, (0, 2, 0)),
-    ([-1.0, 0.0], Verdict.LOCAL_MAXIMUM, (0, 1, 1)),
+    ([-1.0, 0.0], Verdict.DEGENERATE, (0, 1, 1)),
+    ([-1.0, 0.0, 1.0], Verdict.SADDLE_POINT, (1, 1, 1)),
     ([0.0, 0.0, 0.0], Verdict.DEGENERATE, (0, 0, 3)),
-    ([1e-7, 1.0], Verdict.LOCAL_MINIMUM, (1, 0, 1)),
+    ([1e-7, 1.0], Verdict.DEGENERATE, (1, 0, 1)),
     ([-2e-6, 1.0], Verdict.SADDLE_POINT, (1, 1, 0)),
 ]
 
@@ -155,8 +156,9 @@ def test_classify_minimum_reasons() -> None:
     flat = classify(0.0, torch.tensor([0.0, 0.0, 2.0], dtype=F64), SPEC)
 
     assert "strict local minimum" in strict.reason
+    assert flat.verdict == Verdict.DEGENERATE
     assert "2 zero directions" in flat.reason
-    assert "undecided" in flat.reason
+    assert "degenerate" in flat.reason
 
 
 def test_classify_large_gradient_not_critical() -> None:
@@ -190,25 +192,14 @@ TIED_INPUTS = torch.ones(2, 1)
 TIED_TARGETS = torch.tensor([0, 1])
 
 
-# TODO: drop the xfail mark once compute_loss computes mse without
-# F.mse_loss(reduction="mean"). In torch 2.13 that call raises "ZeroTensors are
-# immutable" under forward-over-reverse differentiation when the target has no
-# tangent (upstream: https://github.com/pytorch/pytorch/issues/123996).
-MSE_FORWARD_OVER_REVERSE = pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=True,
-    reason="F.mse_loss with reduction='mean' fails under jvp of grad",
-)
-
-
 @pytest.mark.parametrize(
     ("loss", "curvature"),
     [
         (LossName.CROSS_ENTROPY, 0.5),
-        pytest.param(LossName.MSE, 0.25, marks=MSE_FORWARD_OVER_REVERSE),
+        (LossName.MSE, 0.25),
     ],
 )
-def test_analysis_local_minimum(loss: LossName, curvature: float) -> None:
+def test_analysis_flat_minimum_degenerate(loss: LossName, curvature: float) -> None:
     model = one_input_linear([0.0, 0.0])
 
     result = analyze_critical_point(model, loss, TIED_INPUTS, TIED_TARGETS, SPEC)
@@ -216,7 +207,7 @@ def test_analysis_local_minimum(loss: LossName, curvature: float) -> None:
     # The Hessian is c/2 * [[1, -1], [-1, 1]] with eigenvalues 0 and c. Cross
     # entropy gives c = 0.5 from diag(p) - p p^T with p = (1/2, 1/2). Mse on
     # softmax has second derivative 2 * (1/4)^2 = 1/8 along w0 - w1, so c = 0.25.
-    assert result.verdict == Verdict.LOCAL_MINIMUM
+    assert result.verdict == Verdict.DEGENERATE
     assert result.gradient_norm == pytest.approx(0.0, abs=1e-15)
     assert result.eigenvalues == pytest.approx([0.0, curvature], abs=1e-14)
     assert min(result.eigenvalues) >= -result.eigenvalue_tolerance
@@ -225,6 +216,8 @@ def test_analysis_local_minimum(loss: LossName, curvature: float) -> None:
     assert result.minimum_ratio == 0.5
     assert result.escape is None
     assert "1 zero directions" in result.verdict_reason
+    # The gradient is zero, so none of it lies in the flat direction either.
+    assert result.gradient_flat_share is None
 
 
 def test_analysis_large_gradient_not_critical() -> None:
@@ -238,7 +231,7 @@ def test_analysis_large_gradient_not_critical() -> None:
     assert result.verdict == Verdict.NOT_CRITICAL
     assert result.gradient_norm == pytest.approx(expected_norm, rel=1e-12)
     assert f"{expected_norm:.3g}" in result.verdict_reason
-    assert "local minimum" in result.verdict_reason
+    assert "degenerate point" in result.verdict_reason
     assert result.escape is None
 
 
