@@ -51,9 +51,24 @@ class CriticalSearchSpec(StrictModel):
     """
 
     enabled: bool = False
-    max_steps: int = Field(2000, ge=1, le=1_000_000)
+    method: Literal["newton_mr", "adam"] = Field(
+        "newton_mr",
+        description=(
+            "newton_mr: Gauss-Newton steps on 0.5*|grad L|^2, each the "
+            "minimum-residual solution of H d = -grad L by MINRES, with a "
+            "backtracking line search; converges fast near a critical point. "
+            "adam: first-order descent on 0.5*|grad L|^2, slow because its "
+            "curvature is H squared."
+        ),
+    )
+    max_steps: int = Field(
+        200, ge=1, le=1_000_000, description="Newton or Adam steps at most."
+    )
+    max_inner_iterations: int = Field(
+        200, ge=1, le=10_000, description="newton_mr: MINRES iterations per step."
+    )
     learning_rate: float = Field(
-        0.01, gt=0, le=10, description="Adam's learning rate on 0.5*|grad L|^2."
+        0.01, gt=0, le=10, description="adam: learning rate on 0.5*|grad L|^2."
     )
     gradient_tolerance: float = Field(
         1e-6, gt=0, le=1, description="Stop once the gradient norm is this small."

@@ -86,6 +86,13 @@ class LossObjective:
         self.hvp_count = 0
         self._gradient_graphs: list[tuple[Tensor, Tensor, float]] | None = None
 
+    def at(self, theta: Tensor) -> "LossObjective":
+        """Return the same objective at other parameters ``theta`` (P,)."""
+        moved = copy.copy(self)
+        moved.theta = theta.detach()
+        moved._gradient_graphs = None
+        return moved
+
     @property
     def dim(self) -> int:
         return int(self.theta.numel())
