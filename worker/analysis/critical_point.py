@@ -250,7 +250,7 @@ def analyze_exact(
     loss_value = objective.loss()
     grad = objective.gradient()
     gradient_norm = float(torch.linalg.vector_norm(grad))
-    _check_finite(loss_value, gradient_norm)
+    check_finite(loss_value, gradient_norm)
 
     hessian = objective.hessian(chunk_size=chunk_size)
     if not bool(torch.isfinite(hessian).all()):
@@ -374,7 +374,7 @@ def _check_size(parameter_count: int, max_parameters: int | None) -> None:
         )
 
 
-def _check_finite(loss_value: float, gradient_norm: float) -> None:
+def check_finite(loss_value: float, gradient_norm: float) -> None:
     if not (math.isfinite(loss_value) and math.isfinite(gradient_norm)):
         raise ValueError(
             f"the loss ({loss_value}) or the gradient norm ({gradient_norm}) is "
