@@ -197,6 +197,14 @@ class ExperimentRecord(Record):
     cancel_requested: bool = False
     attempts: int = 0
     worker: str | None = None
+    lease_expires_at: datetime | None = Field(
+        None,
+        description=(
+            "While running: when the worker's lease ends unless renewed. A "
+            "lease in the past means the worker died; another worker reclaims "
+            "the run."
+        ),
+    )
     sweep_id: str | None = Field(
         None, description="Id of the sweep that created this experiment, if any."
     )
