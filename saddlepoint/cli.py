@@ -21,12 +21,17 @@ class ApiClient:
         self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request and return the decoded JSON body."""
+        return self.send(method, path, **kwargs).json()
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request and return the successful response."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             fail(f"cannot reach the API at {self.http.base_url}: {error}")
         if response.is_success:
-            return response.json()
+            return response
         fail(describe_error(response))
 
 
@@ -172,6 +177,128 @@ def list_experiments(client: ApiClient, limit: int) -> None:
         click.echo(
             f"{record['id']}  {record['status']:<10} {record['created_at']}  {name}"
         )
+
+
+@main.command()
+@click.argument(
+    "sweep_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--detach", is_flag=True, help="Print the sweep id and return at once.")
+@click.option(
+    "--poll-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between polls.",
+)
+@click.pass_obj
+def sweep(
+    client: ApiClient, sweep_file: Path, detach: bool, poll_interval: float
+) -> None:
+    """Submit the JSON sweep in SWEEP_FILE, follow it, and print its table.
+
+    Exits 0 when every child succeeds and 1 otherwise.
+    """
+    try:
+        body = json.loads(sweep_file.read_text())
+    except (OSError, ValueError) as error:
+        fail(f"cannot read a JSON sweep from {sweep_file}: {error}")
+    created = client.request("POST", "/v1/sweeps", json=body)
+    sweep_id = created["id"]
+    click.echo(f"sweep {sweep_id}: {created['counts']['total']} experiments")
+    if created["enqueue_failed"]:
+        click.echo(
+            f"  {len(created['enqueue_failed'])} could not be queued and are "
+            "failed as enqueue_failed",
+            err=True,
+        )
+    if detach:
+        return
+    final = follow_sweep(client, sweep_id, poll_interval)
+    table = client.request("GET", f"/v1/sweeps/{sweep_id}/table")
+    click.echo(format_table(table))
+    sys.exit(0 if final["counts"]["succeeded"] == final["counts"]["total"] else 1)
+
+
+@main.command()
+@click.argument("sweep_id")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@click.pass_obj
+def table(client: ApiClient, sweep_id: str, as_csv: bool) -> None:
+    """Print a sweep's table: one row per experiment with its values and outcomes.
+
+    The aligned form leaves out columns that are empty in every row (except
+    index and status), prints an empty cell as '-', and rounds numbers to 4
+    significant digits. The CSV form has every column at full precision.
+    """
+    path = f"/v1/sweeps/{sweep_id}/table"
+    if as_csv:
+        click.echo(client.send("GET", path, params={"format": "csv"}).text, nl=False)
+        return
+    click.echo(format_table(client.request("GET", path)))
+
+
+def follow_sweep(client: ApiClient, sweep_id: str, poll_interval: float) -> Any:
+    """Show a bar of finished experiments until all have ended; return the sweep."""
+    record = client.request("GET", f"/v1/sweeps/{sweep_id}")
+    with tqdm(total=record["counts"]["total"], unit="run") as bar:
+        while True:
+            counts = record["counts"]
+            ended = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+            bar.update(ended - bar.n)
+            bar.set_postfix(running=counts["running"], failed=counts["failed"])
+            if record["finished"]:
+                return record
+            time.sleep(poll_interval)
+            record = client.request("GET", f"/v1/sweeps/{sweep_id}")
+
+
+# Columns that the aligned table prints even when every cell is empty.
+ALWAYS_SHOWN = {"index", "status"}
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """Align a sweep table for a terminal, with the experiment id last."""
+    rows: list[dict[str, Any]] = table["rows"]
+    columns = [
+        column
+        for column in table["columns"]
+        if column != "experiment_id"
+        and (column in ALWAYS_SHOWN or any(row.get(column) is not None for row in rows))
+    ]
+    columns.append("experiment_id")
+    cells = [[format_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [
+        max([len(column), *(len(line[i]) for line in cells)])
+        for i, column in enumerate(columns)
+    ]
+    numeric = [
+        all(
+            isinstance(row.get(column), int | float) or row.get(column) is None
+            for row in rows
+        )
+        for column in columns
+    ]
+    lines = []
+    for line in [columns, *cells]:
+        padded = [
+            text.rjust(width) if right else text.ljust(width)
+            for text, width, right in zip(line, widths, numeric, strict=True)
+        ]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 def follow(client: ApiClient, experiment_id: str, poll_interval: float) -> Any:

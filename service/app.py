@@ -13,7 +13,7 @@ from saddlepoint.store import ExperimentStore
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
 from service.queue import TaskQueue
-from service.routes import experiments, health
+from service.routes import datasets, experiments, health, schedules, sweeps
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(experiments.router)
+    app.include_router(sweeps.router)
+    app.include_router(schedules.router)
+    app.include_router(datasets.router)
     app.include_router(health.router)
     return app
 

@@ -1,6 +1,7 @@
 """Experiments, their metric records and analyses in Redis."""
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from saddlepoint.spec import ExperimentSpec
 from saddlepoint.store.keys import PREFIX
 
 EXPERIMENTS_KEY = PREFIX + "experiments"
+RUNNING_KEY = PREFIX + "running"
 CANCEL_CHANNEL = PREFIX + "cancel"
 WORKER_KEY_PATTERN = PREFIX + "worker:*"
 
@@ -47,6 +49,53 @@ for allowed in string.gmatch(ARGV[1], '[^,]+') do
   end
 end
 return {current, 0}
+"""
+
+# Claims an experiment for a worker: a queued one, or a running one whose lease
+# has expired because its worker died. KEYS[1] is the record, KEYS[2] the set
+# of running ids. ARGV: now (s), lease expiry (s), worker, started_at.
+# Returns {status before, 1 if claimed else 0}.
+_CLAIM_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {'', 0} end
+local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_expires_at') or '0')
+if current == 'queued' or (current == 'running' and lease < tonumber(ARGV[1])) then
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HSET', KEYS[1], 'status', 'running', 'lease_expires_at', ARGV[2],
+             'worker', ARGV[3], 'started_at', ARGV[4])
+  redis.call('SADD', KEYS[2], redis.call('HGET', KEYS[1], 'id'))
+  return {current, 1}
+end
+return {current, 0}
+"""
+
+# Extends the lease of a running experiment held by ARGV[1]. Returns the status,
+# "" when the record is gone, or "lost" when another worker holds it now.
+_RENEW_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return '' end
+if current ~= 'running' then return current end
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return 'lost' end
+redis.call('HSET', KEYS[1], 'lease_expires_at', ARGV[2])
+return current
+"""
+
+# Writes metric records only while the record exists, so a flush after Redis
+# lost its data never leaves a half record. KEYS: record, index, data.
+# ARGV[1] is the number of records n, then n (name, ordinal, json) triples,
+# then field/value pairs for the record hash. Returns 1, or 0 if it is gone.
+_WRITE_METRICS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local base = 2 + 3 * i
+  redis.call('ZADD', KEYS[2], ARGV[base + 1], ARGV[base])
+  redis.call('HSET', KEYS[3], ARGV[base], ARGV[base + 2])
+end
+if #ARGV > 1 + 3 * n then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2 + 3 * n))
+end
+return 1
 """
 
 # A queued experiment is cancelled at once; a running one is flagged and its
@@ -110,6 +159,37 @@ class MetricsPage:
     next_cursor: int
 
 
+def new_experiment_record(
+    spec: ExperimentSpec, sweep_id: str | None = None
+) -> ExperimentRecord:
+    """Return the record of a new queued experiment, not yet stored."""
+    return ExperimentRecord(
+        id=new_ulid(),
+        status=ExperimentStatus.QUEUED,
+        spec=spec,
+        created_at=utc_now(),
+        progress=Progress(total_steps=spec.total_steps, total_epochs=spec.epochs),
+        sweep_id=sweep_id,
+    )
+
+
+def add_experiment(pipe: redis.client.Pipeline, record: ExperimentRecord) -> None:
+    """Queue the commands that store a new experiment on ``pipe``."""
+    fields: HashMapping = {
+        "id": record.id,
+        "status": record.status.value,
+        "spec": record.spec.model_dump_json(),
+        "created_at": record.created_at.isoformat(),
+        "progress": record.progress.model_dump_json(),
+        "cancel_requested": "0",
+        "attempts": "0",
+    }
+    if record.sweep_id is not None:
+        fields["sweep_id"] = record.sweep_id
+    pipe.hset(experiment_key(record.id), mapping=fields)
+    pipe.zadd(EXPERIMENTS_KEY, {record.id: 0})
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
@@ -124,30 +204,19 @@ class ExperimentStore:
         self.client = client
         self._transition = client.register_script(_TRANSITION_SCRIPT)
         self._cancel = client.register_script(_CANCEL_SCRIPT)
+        self._claim = client.register_script(_CLAIM_SCRIPT)
+        self._renew = client.register_script(_RENEW_SCRIPT)
+        self._write_metrics = client.register_script(_WRITE_METRICS_SCRIPT)
 
     # Experiments
 
-    def create(self, spec: ExperimentSpec) -> ExperimentRecord:
+    def create(
+        self, spec: ExperimentSpec, sweep_id: str | None = None
+    ) -> ExperimentRecord:
         """Store a new queued experiment and return its record."""
-        record = ExperimentRecord(
-            id=new_ulid(),
-            status=ExperimentStatus.QUEUED,
-            spec=spec,
-            created_at=utc_now(),
-            progress=Progress(total_steps=spec.total_steps, total_epochs=spec.epochs),
-        )
-        fields: HashMapping = {
-            "id": record.id,
-            "status": record.status.value,
-            "spec": spec.model_dump_json(),
-            "created_at": record.created_at.isoformat(),
-            "progress": record.progress.model_dump_json(),
-            "cancel_requested": "0",
-            "attempts": "0",
-        }
+        record = new_experiment_record(spec, sweep_id)
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(experiment_key(record.id), mapping=fields)
-            pipe.zadd(EXPERIMENTS_KEY, {record.id: 0})
+            add_experiment(pipe, record)
             pipe.execute()
         return record
 
@@ -155,7 +224,7 @@ class ExperimentStore:
         fields = cast(
             dict[str, str], self.client.hgetall(experiment_key(experiment_id))
         )
-        return _record_from_fields(fields) if fields else None
+        return _record_from_fields(fields) if _is_complete(fields) else None
 
     def exists(self, experiment_id: str) -> bool:
         return bool(self.client.exists(experiment_key(experiment_id)))
@@ -173,7 +242,7 @@ class ExperimentStore:
             for experiment_id in ids:
                 pipe.hgetall(experiment_key(experiment_id))
             rows = pipe.execute()
-        return [_record_from_fields(fields) for fields in rows if fields]
+        return [_record_from_fields(fields) for fields in rows if _is_complete(fields)]
 
     # Status transitions
 
@@ -196,18 +265,59 @@ class ExperimentStore:
             applied=bool(applied),
         )
 
-    def mark_running(self, experiment_id: str, worker: str) -> Transition:
-        """Move a queued experiment to running; also re-run one whose worker died."""
-        return self.transition(
-            experiment_id,
-            [ExperimentStatus.QUEUED, ExperimentStatus.RUNNING],
-            {
-                "status": ExperimentStatus.RUNNING.value,
-                "started_at": utc_now().isoformat(),
-                "worker": worker,
-            },
-            increment="attempts",
+    def mark_running(
+        self, experiment_id: str, worker: str, lease_s: float = 60.0
+    ) -> Transition:
+        """Claim a queued experiment, or a running one whose lease expired.
+
+        The worker then holds a lease of ``lease_s`` seconds, which it renews
+        while it runs (:meth:`renew_lease`). A running experiment with a live
+        lease is never claimed twice, so a redelivered task cannot start a
+        second copy of a healthy run.
+        """
+        now = time.time()
+        previous, applied = self._claim(
+            keys=[experiment_key(experiment_id), RUNNING_KEY],
+            args=[now, now + lease_s, worker, utc_now().isoformat()],
         )
+        return Transition(
+            previous=ExperimentStatus(previous) if previous else None,
+            applied=bool(applied),
+        )
+
+    def renew_lease(self, experiment_id: str, worker: str, lease_s: float) -> str:
+        """Extend ``worker``'s lease; return the status, "" if gone, or "lost"."""
+        status = self._renew(
+            keys=[experiment_key(experiment_id)],
+            args=[worker, time.time() + lease_s],
+        )
+        return str(status)
+
+    def expired_leases(self) -> list[str]:
+        """Return ids that are running but whose worker stopped renewing."""
+        ids = cast(list[str], sorted(self.client.smembers(RUNNING_KEY)))
+        if not ids:
+            return []
+        now = time.time()
+        with self.client.pipeline(transaction=False) as pipe:
+            for experiment_id in ids:
+                pipe.hmget(
+                    experiment_key(experiment_id), ["status", "lease_expires_at"]
+                )
+            rows = pipe.execute()
+        expired, finished = [], []
+        for experiment_id, (status, lease) in zip(ids, rows, strict=True):
+            if status != ExperimentStatus.RUNNING.value:
+                finished.append(experiment_id)
+            elif float(lease or 0) < now:
+                expired.append(experiment_id)
+        if finished:
+            self.client.srem(RUNNING_KEY, *finished)
+        return expired
+
+    def try_lock(self, name: str, ttl_s: int) -> bool:
+        """Take a named lock for ``ttl_s`` seconds unless someone holds it."""
+        return bool(self.client.set(f"{PREFIX}lock:{name}", "1", nx=True, ex=ttl_s))
 
     def mark_succeeded(
         self, experiment_id: str, summary: TrainingSummary
@@ -273,27 +383,33 @@ class ExperimentStore:
         experiment_id: str,
         records: Sequence[MetricRecord],
         progress: Progress | None = None,
-    ) -> None:
-        """Store a batch of metric records and the progress in one transaction."""
-        index: dict[str, int] = {}
-        data: HashMapping = {}
-        latest: HashMapping = {}
+    ) -> bool:
+        """Store a batch of metric records and the progress atomically.
+
+        Returns False, writing nothing, when the experiment's record no longer
+        exists (Redis lost its data, say); the run should then stop.
+        """
+        args: list[str | int] = [len(records)]
+        latest: dict[str, str] = {}
         for record in records:
             name, ordinal = metric_name_and_ordinal(record)
-            index[name] = ordinal
             payload = record.model_dump_json()
-            data[name] = payload
+            args += [name, ordinal, payload]
             kind = "latest_step" if isinstance(record, StepMetrics) else "latest_epoch"
             latest[kind] = payload
         if progress is not None:
             latest["progress"] = progress.model_dump_json()
-        with self.client.pipeline(transaction=True) as pipe:
-            if index:
-                pipe.zadd(metrics_index_key(experiment_id), index)
-                pipe.hset(metrics_data_key(experiment_id), mapping=data)
-            if latest:
-                pipe.hset(experiment_key(experiment_id), mapping=latest)
-            pipe.execute()
+        for field, value in latest.items():
+            args += [field, value]
+        written = self._write_metrics(
+            keys=[
+                experiment_key(experiment_id),
+                metrics_index_key(experiment_id),
+                metrics_data_key(experiment_id),
+            ],
+            args=args,
+        )
+        return bool(written)
 
     def read_metrics(self, experiment_id: str, after: int, limit: int) -> MetricsPage:
         """Return up to ``limit`` records whose ordinal is greater than ``after``.
@@ -361,6 +477,11 @@ class ExperimentStore:
         return [json.loads(payload) for payload in payloads if payload]
 
 
+def _is_complete(fields: dict[str, str]) -> bool:
+    """Whether a hash has every field ``create`` writes; a partial one is junk."""
+    return all(name in fields for name in ("id", "status", "spec", "created_at"))
+
+
 def _record_from_fields(fields: dict[str, str]) -> ExperimentRecord:
     latest = {
         "step": _loads(fields.get("latest_step")),
@@ -381,8 +502,14 @@ def _record_from_fields(fields: dict[str, str]) -> ExperimentRecord:
             "cancel_requested": fields.get("cancel_requested") == "1",
             "attempts": int(fields.get("attempts", "0")),
             "worker": fields.get("worker"),
+            "lease_expires_at": _timestamp(fields.get("lease_expires_at")),
+            "sweep_id": fields.get("sweep_id"),
         }
     )
+
+
+def _timestamp(seconds: str | None) -> datetime | None:
+    return datetime.fromtimestamp(float(seconds), UTC) if seconds else None
 
 
 def _loads(payload: str | None) -> Any:
