@@ -104,6 +104,18 @@ class SpectralDensity(Record):
     hvp_count: int
 
 
+class CriticalSearchReport(Record):
+    """How the search for a critical point went before this analysis."""
+
+    method: str
+    steps: int
+    initial_gradient_norm: float
+    gradient_norm: float
+    converged: bool
+    hvp_count: int
+    elapsed_s: float
+
+
 class CriticalPointAnalysis(Record):
     """Curvature of the training loss at one point of a run."""
 
@@ -157,5 +169,6 @@ class CriticalPointAnalysis(Record):
     trace: TraceEstimate | None = None
     density: SpectralDensity | None = None
     escape: Escape | None = None
+    search: CriticalSearchReport | None = None
     hvp_count: int | None = Field(None, description="Hessian-vector products used.")
     elapsed_s: float

@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from saddlepoint.queues import QUEUE_BY_DEVICE
+from saddlepoint.queues import QUEUE_BY_DEVICE, RUN_EXPERIMENT_TASK
 from saddlepoint.settings import get_settings
 from saddlepoint.spec import Device
 from saddlepoint.store import ExperimentStore, utc_now
@@ -68,6 +68,7 @@ class Heartbeat:
         while not self._stopping.is_set():
             try:
                 self.store.write_heartbeat(self.name, self.info, self.ttl_s)
+                self._requeue_orphans()
                 if failing:
                     logger.warning("heartbeat of %s restored", self.name)
                 failing = False
@@ -76,6 +77,30 @@ class Heartbeat:
                     logger.warning("heartbeat of %s failed: %s", self.name, error)
                 failing = True
             self._stopping.wait(self.ttl_s / 3)
+
+    def _requeue_orphans(self) -> None:
+        """Send a task again for every run whose worker stopped renewing its lease.
+
+        Any live worker may do this; a lock lets only one send per lease period.
+        The claim then succeeds because the lease has expired.
+        """
+        for experiment_id in self.store.expired_leases():
+            lock = f"requeue:{experiment_id}"
+            if not self.store.try_lock(lock, max(int(settings.lease_s), 1)):
+                continue
+            record = self.store.get(experiment_id)
+            if record is None:
+                continue
+            app.send_task(
+                RUN_EXPERIMENT_TASK,
+                args=[experiment_id],
+                queue=QUEUE_BY_DEVICE[record.spec.device],
+            )
+            logger.warning(
+                "experiment %s: worker %s stopped renewing its lease; run requeued",
+                experiment_id,
+                record.worker,
+            )
 
 
 _heartbeat: Heartbeat | None = None

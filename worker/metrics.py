@@ -18,6 +18,10 @@ from saddlepoint.store import CANCEL_CHANNEL, ExperimentStore
 logger = logging.getLogger(__name__)
 
 
+class RecordLost(Exception):
+    """The experiment's record vanished from Redis or another worker took it."""
+
+
 class MetricsWriter:
     """Buffers metric records and writes them to Redis in batches.
 
@@ -62,27 +66,42 @@ class MetricsWriter:
         self.flush()
 
     def flush(self) -> None:
+        """Write the buffered records; raise RecordLost if the record is gone."""
         records, self._buffer = self._buffer, []
-        self.store.write_metrics(self.experiment_id, records, self.progress)
+        written = self.store.write_metrics(self.experiment_id, records, self.progress)
         self._last_flush = time.monotonic()
+        if not written:
+            raise RecordLost(
+                f"experiment {self.experiment_id} is no longer in Redis; its "
+                "metrics were not written"
+            )
 
 
 class CancelWatcher:
-    """Sets ``event`` when the experiment's cancel is requested.
+    """Sets ``event`` when the run must stop, and renews the run's lease.
 
     A thread listens on the cancel channel, so the training loop only reads an
-    in-process flag before each update. The stored flag is also read once after
-    subscribing and then every ``poll_interval_s``, in case a message was
-    published before the subscription or lost in a reconnect.
+    in-process flag before each update. Every ``poll_interval_s`` it also
+    renews the worker's lease and reads the stored cancel flag, in case a
+    message was published before the subscription or lost in a reconnect.
+    When the record is gone or another worker holds it, ``lost`` is set too.
     """
 
     def __init__(
-        self, store: ExperimentStore, experiment_id: str, poll_interval_s: float = 2.0
+        self,
+        store: ExperimentStore,
+        experiment_id: str,
+        worker: str,
+        lease_s: float,
+        poll_interval_s: float = 2.0,
     ) -> None:
         self.store = store
         self.experiment_id = experiment_id
-        self.poll_interval_s = poll_interval_s
+        self.worker = worker
+        self.lease_s = lease_s
+        self.poll_interval_s = min(poll_interval_s, lease_s / 4)
         self.event = threading.Event()
+        self.lost = threading.Event()
         self._closing = threading.Event()
         self._thread = threading.Thread(
             target=self._watch, name=f"cancel-watcher-{experiment_id}", daemon=True
@@ -116,8 +135,7 @@ class CancelWatcher:
             while not self._closing.is_set():
                 if time.monotonic() - last_poll >= self.poll_interval_s:
                     last_poll = time.monotonic()
-                    if self.store.is_cancel_requested(self.experiment_id):
-                        self._cancel()
+                    if not self._renew():
                         return
                 message = pubsub.get_message(timeout=0.2)
                 if message and message.get("data") == self.experiment_id:
@@ -125,6 +143,23 @@ class CancelWatcher:
                     return
         finally:
             pubsub.close()
+
+    def _renew(self) -> bool:
+        """Renew the lease and read the cancel flag; return False to stop."""
+        status = self.store.renew_lease(self.experiment_id, self.worker, self.lease_s)
+        if status in ("", "lost"):
+            logger.error(
+                "experiment %s: %s; stopping this copy of the run",
+                self.experiment_id,
+                "record is gone" if status == "" else "another worker took it over",
+            )
+            self.lost.set()
+            self.event.set()
+            return False
+        if self.store.is_cancel_requested(self.experiment_id):
+            self._cancel()
+            return False
+        return True
 
     def _cancel(self) -> None:
         logger.info("experiment %s: cancel requested", self.experiment_id)

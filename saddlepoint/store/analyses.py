@@ -6,10 +6,12 @@ Keys, under the ``saddle:`` prefix:
   numbers analyses in the order they run, so a restarted run rewrites the same
   fields instead of adding copies.
 - ``experiment:{id}:parameters:{name}``: hash with ``meta`` (JSON: dtype and
-  shape) and ``data`` (the raw little-endian bytes of a flat parameter vector).
+  size) and ``data``, the raw little-endian bytes of a flat parameter vector
+  in base64, so the text client that reads everything else reads it too.
   ``final`` holds the trained parameters, ``escape`` the best escaped point.
 """
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import cast
@@ -43,16 +45,11 @@ class StoredParameters:
 class AnalysisStore:
     """Every analysis of an experiment, and parameter vectors to resume from.
 
-    The text client (``decode_responses=True``) reads analyses; parameter
-    bytes go through a second, binary connection built from the same pool
-    settings.
+    The client must be created with ``decode_responses=True``.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        kwargs = dict(client.connection_pool.connection_kwargs)
-        kwargs["decode_responses"] = False
-        self.binary = redis.Redis(**kwargs)
 
     def save(self, experiment_id: str, analysis: CriticalPointAnalysis) -> None:
         self.client.hset(
@@ -82,20 +79,19 @@ class AnalysisStore:
         if len(parameters.data) != parameters.size * _DTYPES[parameters.dtype]:
             raise ValueError("parameter bytes do not match their dtype and size")
         meta = json.dumps({"dtype": parameters.dtype, "size": parameters.size})
-        self.binary.hset(
-            parameters_key(experiment_id, name),
-            mapping={"meta": meta, "data": parameters.data},
+        data = base64.b64encode(parameters.data).decode("ascii")
+        self.client.hset(
+            parameters_key(experiment_id, name), mapping={"meta": meta, "data": data}
         )
 
     def load_parameters(self, experiment_id: str, name: str) -> StoredParameters | None:
         meta, data = cast(
-            list[bytes | None],
-            self.binary.hmget(parameters_key(experiment_id, name), ["meta", "data"]),
+            list[str | None],
+            self.client.hmget(parameters_key(experiment_id, name), ["meta", "data"]),
         )
         if meta is None or data is None:
             return None
         fields = json.loads(meta)
-        return StoredParameters(dtype=fields["dtype"], size=fields["size"], data=data)
-
-    def close(self) -> None:
-        self.binary.close()
+        return StoredParameters(
+            dtype=fields["dtype"], size=fields["size"], data=base64.b64decode(data)
+        )

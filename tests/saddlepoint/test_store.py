@@ -280,3 +280,58 @@ def test_metrics_page_sizes(store: ExperimentStore, limit: int) -> None:
         steps += [item.step for item in page.records]
         cursor = page.next_cursor
     assert steps == list(range(20))
+
+
+def test_live_lease_blocks_second_claim(store: ExperimentStore) -> None:
+    record = store.create(ExperimentSpec())
+    assert store.mark_running(record.id, "worker-a", lease_s=60).applied
+    second = store.mark_running(record.id, "worker-b", lease_s=60)
+    assert not second.applied
+    assert second.previous == ExperimentStatus.RUNNING
+    loaded = store.get(record.id)
+    assert loaded is not None
+    assert loaded.worker == "worker-a"
+    assert loaded.lease_expires_at is not None
+
+
+def test_expired_lease_is_reclaimed(store: ExperimentStore) -> None:
+    record = store.create(ExperimentSpec())
+    store.mark_running(record.id, "worker-a", lease_s=0)
+    assert store.expired_leases() == [record.id]
+    assert store.mark_running(record.id, "worker-b", lease_s=60).applied
+    assert store.expired_leases() == []
+    loaded = store.get(record.id)
+    assert loaded is not None
+    assert loaded.attempts == 2
+    assert loaded.worker == "worker-b"
+
+
+def test_renew_lease_reports_takeover(store: ExperimentStore) -> None:
+    record = store.create(ExperimentSpec())
+    store.mark_running(record.id, "worker-a", lease_s=0)
+    store.mark_running(record.id, "worker-b", lease_s=60)
+    assert store.renew_lease(record.id, "worker-b", 60) == "running"
+    assert store.renew_lease(record.id, "worker-a", 60) == "lost"
+    assert store.renew_lease("01ARZ3NDEKTSV4RRFFQ69G5FAV", "worker-a", 60) == ""
+
+
+def test_finished_runs_leave_running_set(store: ExperimentStore) -> None:
+    record = store.create(ExperimentSpec())
+    store.mark_running(record.id, "worker-a", lease_s=0)
+    store.mark_succeeded(record.id, summary())
+    assert store.expired_leases() == []
+    assert store.client.scard("saddle:running") == 0
+
+
+def test_metrics_for_vanished_record_write_nothing(store: ExperimentStore) -> None:
+    record = store.create(ExperimentSpec())
+    store.client.delete(f"saddle:experiment:{record.id}")
+    assert not store.write_metrics(record.id, [step(0)])
+    assert store.read_metrics(record.id, after=-1, limit=10).records == []
+    assert not store.client.exists(f"saddle:experiment:{record.id}")
+
+
+def test_partial_record_reads_as_missing(store: ExperimentStore) -> None:
+    store.client.hset("saddle:experiment:01ARZ3NDEKTSV4RRFFQ69G5FAV", "progress", "{}")
+    assert store.get("01ARZ3NDEKTSV4RRFFQ69G5FAV") is None
+    assert store.get_many(["01ARZ3NDEKTSV4RRFFQ69G5FAV"]) == []

@@ -42,6 +42,7 @@ class ManagedProcess:
 
     def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str]):
         self.name = name
+        self.env = env
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(

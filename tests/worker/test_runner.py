@@ -86,7 +86,7 @@ def test_repeatedly_lost_run_fails(store: ExperimentStore, settings: Settings) -
     record = store.create(ExperimentSpec.model_validate(TINY))
     # Each start that never finished left the status running and counted.
     for _ in range(MAX_ATTEMPTS):
-        store.mark_running(record.id, "dead-worker")
+        store.mark_running(record.id, "dead-worker", lease_s=0)
     run_experiment(record.id, "test-worker", settings)
     loaded = store.get(record.id)
     assert loaded is not None
@@ -97,7 +97,7 @@ def test_repeatedly_lost_run_fails(store: ExperimentStore, settings: Settings) -
 
 def test_redelivered_run_restarts(store: ExperimentStore, settings: Settings) -> None:
     record = store.create(ExperimentSpec.model_validate(TINY))
-    store.mark_running(record.id, "dead-worker")
+    store.mark_running(record.id, "dead-worker", lease_s=0)
     run_experiment(record.id, "test-worker", settings)
     loaded = store.get(record.id)
     assert loaded is not None

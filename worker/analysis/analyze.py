@@ -7,6 +7,7 @@ from ``bench/auto_threshold.py`` (see docs/benchmarks.md).
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -113,14 +114,43 @@ def analyze(
     trigger: AnalysisTrigger = AnalysisTrigger.FINAL,
     epoch: int | None = None,
     step: int | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> AnalysisOutcome:
     """Analyze ``model`` at its current parameters; the model is not changed.
 
-    Raises ValueError (AnalysisTooLarge, InconsistentObjective among them)
-    with a message that says what to change.
+    ``interrupt`` runs before every gradient and Hessian-vector product and
+    may raise to abandon the analysis (a cancel, a time limit). Raises
+    ValueError (AnalysisTooLarge, InconsistentObjective among them) with a
+    message that says what to change.
     """
     inputs, targets = select_samples(inputs, targets, spec)
-    objective = LossObjective(model, loss, inputs, targets, mode=spec.mode)
+    objective = LossObjective(
+        model, loss, inputs, targets, mode=spec.mode, interrupt=interrupt
+    )
+    return analyze_objective(
+        objective,
+        spec,
+        max_exact_parameters=max_exact_parameters,
+        auto_exact_parameters=auto_exact_parameters,
+        index=index,
+        trigger=trigger,
+        epoch=epoch,
+        step=step,
+    )
+
+
+def analyze_objective(
+    objective: LossObjective,
+    spec: AnalysisSpec,
+    *,
+    max_exact_parameters: int,
+    auto_exact_parameters: int,
+    index: int,
+    trigger: AnalysisTrigger,
+    epoch: int | None,
+    step: int | None,
+) -> AnalysisOutcome:
+    """Analyze an objective at its ``theta``; see :func:`analyze`."""
     if spec.mode == ModelMode.TRAIN:
         objective.check_consistency()
     method = choose_method(

@@ -57,6 +57,7 @@ class LossObjective:
         dtype: torch.dtype = torch.float64,
         chunk_samples: int = 4096,
         hvp_method: str = "reverse",
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         if inputs.shape[0] == 0:
             raise ValueError(
@@ -84,6 +85,8 @@ class LossObjective:
         self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
         self.hvp_method = hvp_method
         self.hvp_count = 0
+        # Called before each gradient or product; raises to abandon the analysis.
+        self.interrupt = interrupt
         self._gradient_graphs: list[tuple[Tensor, Tensor, float]] | None = None
 
     def at(self, theta: Tensor) -> "LossObjective":
@@ -116,7 +119,12 @@ class LossObjective:
         with torch.no_grad():
             return float(self._weighted(lambda x, y: self.chunk_loss(point, x, y)))
 
+    def _check_interrupt(self) -> None:
+        if self.interrupt is not None:
+            self.interrupt()
+
     def gradient(self, theta: Tensor | None = None) -> Tensor:
+        self._check_interrupt()
         point = self.theta if theta is None else theta
         return self._weighted(lambda x, y: grad(self.chunk_loss)(point, x, y).detach())
 
@@ -128,6 +136,7 @@ class LossObjective:
         forward and first backward pass per product, which measured about twice
         as fast as a fresh product in iterative methods' loops.
         """
+        self._check_interrupt()
         self.hvp_count += 1
         total: Tensor | None = None
         for leaf, chunk_gradient, weight in self._graphs():
@@ -159,6 +168,7 @@ class LossObjective:
 
     def hvp_batch(self, vectors: Tensor) -> Tensor:
         """Return H V for vectors (B, P) as rows (B, P); costs B products."""
+        self._check_interrupt()
         self.hvp_count += vectors.shape[0]
         batched = vmap(self._chunk_hvp, in_dims=(0, None, None))
         return self._weighted(lambda x, y: batched(vectors, x, y)).detach()
