@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Start redis-server, one Celery worker and the API on loopback, submit one
-# example spec with `saddle`, print the result, and stop all three.
+# Start redis-server, one Celery worker and the API on loopback, run a command
+# against them, and stop all three. With a .json file as the only argument the
+# command is `saddle submit FILE`; otherwise the arguments are the command, run
+# with SADDLE_API_URL set (for example: saddle sweep examples/sweeps/census.json).
 # Logs go to .run/; ports are free ones chosen at start.
 set -euo pipefail
 
 VENV=${VENV:-.venv}
 BIN="$VENV/bin"
-EXAMPLE=${1:-examples/digits-mlp.json}
+if [ $# -eq 0 ]; then
+  set -- examples/digits-mlp.json
+fi
+if [ $# -eq 1 ] && [[ $1 == *.json ]]; then
+  set -- "$VENV/bin/saddle" submit "$1"
+fi
 RUN_DIR=.run
 mkdir -p "$RUN_DIR"
 
@@ -51,4 +58,5 @@ PY
 done
 "$BIN/python" -c "import httpx; r = httpx.get('$SADDLE_API_URL/readyz'); print('readyz:', r.status_code, r.json()['status'])"
 
-"$BIN/saddle" submit "$EXAMPLE"
+export PATH="$BIN:$PATH"
+"$@"

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from saddlepoint.records import (
     CriticalPointAnalysis,
@@ -17,6 +17,7 @@ from saddlepoint.records import (
     finite_or_none,
 )
 from saddlepoint.spec import ExperimentSpec
+from saddlepoint.spec.initial import SavedPoint
 from saddlepoint.store import SweepRecord
 
 
@@ -35,6 +36,16 @@ class ExperimentLinks(BaseModel):
             analysis=f"{base}/analysis",
             cancel=f"{base}/cancel",
         )
+
+
+class ContinueRequest(BaseModel):
+    """Where to continue an experiment from, and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    point: SavedPoint = SavedPoint.ESCAPE
+    epochs: int = Field(ge=1, le=100_000)
+    name: str | None = Field(None, max_length=200)
 
 
 class ExperimentCreated(BaseModel):

@@ -14,7 +14,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from saddlepoint.datasets import DatasetInfo, Task
-from saddlepoint.spec.analysis import AnalysisSpec
+from saddlepoint.spec.analysis import AnalysisMethod, AnalysisSpec
 from saddlepoint.spec.base import UINT32_MAX, StrictModel
 from saddlepoint.spec.data import BuiltinDatasetSpec, DatasetSpec, raw_dataset_task
 from saddlepoint.spec.initial import InitialParameters
@@ -120,6 +120,16 @@ class ExperimentSpec(StrictModel):
                 context,
             )
         return batch_size
+
+    @field_validator("metrics")
+    @classmethod
+    def _measured_epochs_exist(
+        cls, metrics: MetricsSpec, info: ValidationInfo
+    ) -> MetricsSpec:
+        epochs = info.data.get("epochs")
+        if isinstance(epochs, int):
+            metrics.check_epochs(epochs)
+        return metrics
 
     @model_validator(mode="after")
     def _model_fits_dataset(self) -> Self:
@@ -285,7 +295,8 @@ def _size_violations(
     if isinstance(spec.model, MlpSpec):
         field, smaller = "model.hidden_sizes", "smaller hidden_sizes"
         value = list(spec.model.hidden_sizes)
-    if spec.analysis.enabled and parameters > limits.max_exact_parameters:
+    exact = spec.analysis.method == AnalysisMethod.EXACT
+    if spec.analysis.enabled and exact and parameters > limits.max_exact_parameters:
         violations.append(
             LimitViolation(
                 field=field,
@@ -293,7 +304,8 @@ def _size_violations(
                 message=(
                     f"the model has {parameters} parameters but the exact Hessian "
                     f"analysis accepts at most {limits.max_exact_parameters}; "
-                    f"use {smaller} or set analysis.enabled to false"
+                    f'use {smaller}, or set analysis.method to "lanczos" or '
+                    '"auto", or set analysis.enabled to false'
                 ),
             )
         )

@@ -22,7 +22,7 @@ import math
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
@@ -46,6 +46,15 @@ class SweepSpec(StrictModel):
     """A base experiment spec and either a grid or a list of overrides."""
 
     name: str | None = Field(None, max_length=MAX_NAME_CHARS, description="Label.")
+    kind: Literal["grid", "census"] = Field(
+        "grid",
+        description=(
+            "grid: ordinary children. census: every child also searches for a "
+            "critical point after training (analysis.critical_search is turned "
+            "on) and GET /v1/sweeps/{id}/census scatters each point's minimum "
+            "ratio against its training loss."
+        ),
+    )
     base: ExperimentSpec = Field(
         default_factory=ExperimentSpec,
         description="Spec that every child starts from.",
@@ -61,6 +70,22 @@ class SweepSpec(StrictModel):
     overrides: Annotated[list[dict[SpecPath, Any]], Field(min_length=1)] | None = Field(
         None, description="One mapping of path to value per child."
     )
+
+    @model_validator(mode="after")
+    def _census_searches(self) -> "SweepSpec":
+        """Turn on the analysis and the critical-point search for a census."""
+        if self.kind != "census":
+            return self
+        analysis = self.base.analysis
+        if analysis.enabled and analysis.critical_search.enabled:
+            return self
+        fields = self.base.model_dump(mode="json", exclude_unset=True)
+        section = fields.setdefault("analysis", {})
+        section["enabled"] = True
+        section.setdefault("critical_search", {})["enabled"] = True
+        base = ExperimentSpec.model_validate(fields)
+        object.__setattr__(self, "base", base)
+        return self
 
     @model_validator(mode="after")
     def _grid_or_overrides(self) -> "SweepSpec":

@@ -41,6 +41,7 @@ class SweepRecord(Record):
 
     id: str
     name: str | None
+    kind: str = "grid"
     created_at: datetime
     base: ExperimentSpec
     grid: dict[str, list[Any]] | None = None
@@ -76,6 +77,7 @@ class SweepStore:
         sweep_record = SweepRecord(
             id=sweep_id,
             name=sweep.name,
+            kind=sweep.kind,
             created_at=utc_now(),
             base=sweep.base,
             grid=sweep.grid,

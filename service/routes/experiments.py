@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 from kombu.exceptions import OperationalError
+from pydantic import ValidationError
 
 from saddlepoint.ids import is_ulid
 from saddlepoint.records import (
@@ -13,7 +14,10 @@ from saddlepoint.records import (
     Failure,
     FailureCode,
 )
+from saddlepoint.settings import Settings
 from saddlepoint.spec import ExperimentSpec, check_limits
+from saddlepoint.store import ExperimentStore
+from saddlepoint.store.analyses import AnalysisStore
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.errors import (
     AnalysisNotAvailable,
@@ -24,9 +28,13 @@ from service.errors import (
     InvalidCursor,
     InvalidSpec,
     QueueUnavailable,
+    describe_validation_error,
     summarize,
 )
+from service.queue import TaskQueue
+from service.routes.datasets import DatasetStoreDep, resolve_uploaded_dataset
 from service.schemas import (
+    ContinueRequest,
     ExperimentCreated,
     ExperimentLinks,
     ExperimentList,
@@ -68,12 +76,55 @@ def submit_experiment(
     store: StoreDep,
     queue: QueueDep,
     settings: SettingsDep,
+    datasets: DatasetStoreDep,
 ) -> ExperimentCreated:
     """Validate a spec, store it as a queued experiment and send it to a worker.
 
     Returns at once with the id; follow the experiment with the links. Every
     field has a default, so `{}` trains the default MLP on digits.
     """
+    spec = resolve_uploaded_dataset(spec, datasets)
+    check_initial_parameters(spec, store)
+    return create_and_queue(spec, response, store, queue, settings)
+
+
+def check_initial_parameters(spec: ExperimentSpec, store: ExperimentStore) -> None:
+    """Raise InvalidSpec unless the saved parameters the spec names exist."""
+    initial = spec.initial_parameters
+    if initial is None:
+        return
+    saved = AnalysisStore(store.client).load_parameters(
+        initial.experiment_id, initial.point.value
+    )
+    if saved is not None and saved.size == spec.parameter_count:
+        return
+    if saved is None:
+        message = (
+            f"experiment {initial.experiment_id} saved no {initial.point.value} "
+            "parameters; pick a succeeded experiment whose analysis ran (escape "
+            "needs a step that lowered the loss, critical needs "
+            "analysis.critical_search)"
+        )
+    else:
+        message = (
+            f"the saved parameters have {saved.size} entries but this spec's "
+            f"model has {spec.parameter_count}; use the same model and dataset "
+            "as the saving experiment"
+        )
+    detail = ErrorDetail(
+        field="initial_parameters", value=initial.model_dump(), message=message
+    )
+    raise InvalidSpec(summarize([detail]), [detail])
+
+
+def create_and_queue(
+    spec: ExperimentSpec,
+    response: Response,
+    store: ExperimentStore,
+    queue: TaskQueue,
+    settings: Settings,
+) -> ExperimentCreated:
+    """Check the deployment limits, store the experiment and queue its task."""
     violations = check_limits(spec, settings.limits)
     if violations:
         details = [
@@ -179,6 +230,68 @@ def get_analysis(store: StoreDep, experiment_id: ExperimentId) -> CriticalPointA
     else:
         reason = f"it is {record.status.value}; poll again after it succeeds"
     raise AnalysisNotAvailable(f"experiment {experiment_id} has no analysis: {reason}")
+
+
+@router.get(
+    "/{experiment_id}/analyses",
+    response_model=list[CriticalPointAnalysis],
+    responses=NOT_FOUND,
+)
+def list_analyses(
+    store: StoreDep, experiment_id: ExperimentId
+) -> list[CriticalPointAnalysis]:
+    """List every analysis of the experiment in the order they ran.
+
+    Besides the final one these include analyses during training
+    (`analysis.periodic`) and the one after a critical-point search
+    (`analysis.critical_search`); `trigger` says which is which.
+    """
+    load_experiment(store, experiment_id)
+    return AnalysisStore(store.client).list(experiment_id)
+
+
+@router.post(
+    "/{experiment_id}/continue",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExperimentCreated,
+    responses={
+        **NOT_FOUND,
+        422: {"model": ErrorResponse, "description": "Nothing saved to continue."},
+    },
+)
+def continue_experiment(
+    store: StoreDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+    experiment_id: ExperimentId,
+    request: ContinueRequest,
+    response: Response,
+) -> ExperimentCreated:
+    """Train on from a point this experiment saved, as a new linked experiment.
+
+    `point` is `final` (where training stopped), `escape` (the best point of
+    the saddle escape) or `critical` (the end of the critical-point search).
+    The new spec is this experiment's with `epochs` and `initial_parameters`
+    replaced, and with the escape's own continuation turned off.
+    """
+    parent = load_experiment(store, experiment_id)
+    fields = parent.spec.model_dump(mode="json")
+    fields["epochs"] = request.epochs
+    fields["name"] = request.name or (
+        f"continuation of {experiment_id} from its {request.point.value} point"
+    )
+    fields["initial_parameters"] = {
+        "experiment_id": experiment_id,
+        "point": request.point.value,
+    }
+    fields["analysis"]["escape"]["continue_epochs"] = 0
+    try:
+        spec = ExperimentSpec.model_validate(fields)
+    except ValidationError as error:
+        details = [describe_validation_error(dict(item)) for item in error.errors()]
+        raise InvalidSpec(summarize(details), details) from error
+    check_initial_parameters(spec, store)
+    return create_and_queue(spec, response, store, queue, settings)
 
 
 @router.post(

@@ -18,6 +18,7 @@ from saddlepoint.records import (
     Failure,
     FailureCode,
 )
+from saddlepoint.spec.data import DatasetNotResolved
 from saddlepoint.spec.sweep import (
     InvalidSweep,
     PlannedChild,
@@ -26,6 +27,7 @@ from saddlepoint.spec.sweep import (
     plan_sweep,
 )
 from saddlepoint.store import SweepRecord, SweepStore
+from service.census import Census, census_point, render_svg
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.errors import (
     ErrorDetail,
@@ -37,6 +39,7 @@ from service.errors import (
     json_safe,
 )
 from service.queue import TaskQueue
+from service.routes.datasets import DatasetStoreDep, resolve_uploaded_dataset
 from service.schemas import (
     SweepCreated,
     SweepList,
@@ -115,6 +118,7 @@ def submit_sweep(
     sweeps: SweepStoreDep,
     queue: QueueDep,
     settings: SettingsDep,
+    datasets: DatasetStoreDep,
 ) -> SweepCreated:
     """Expand a base spec into child experiments and queue every one of them.
 
@@ -137,8 +141,20 @@ def submit_sweep(
     the task queue does not accept are failed with code `enqueue_failed` and
     listed in `enqueue_failed`. If it accepts none, the response is 503.
     """
+    sweep = sweep.model_copy(
+        update={"base": resolve_uploaded_dataset(sweep.base, datasets)}
+    )
     try:
         children = plan_sweep(sweep, settings.max_sweep_children, settings.limits)
+    except DatasetNotResolved as error:
+        detail = ErrorDetail(
+            field="grid",
+            message=(
+                f"{error}; a sweep cannot vary dataset.id, so set the uploaded "
+                "dataset in the base spec and sweep other fields"
+            ),
+        )
+        raise InvalidSpec(str(detail.message), [detail]) from error
     except SweepTooLarge as error:
         raise SweepTooLargeError(str(error), _error_details(error)) from error
     except InvalidSweep as error:
@@ -309,6 +325,46 @@ def get_sweep_table(
             headers={"Content-Disposition": f'inline; filename="sweep-{sweep.id}.csv"'},
         )
     return table
+
+
+@router.get("/{sweep_id}/census", response_model=Census, responses=NOT_FOUND)
+def get_sweep_census(sweeps: SweepStoreDep, sweep_id: SweepId) -> Census:
+    """Return each finished child's critical point: loss, minimum ratio, verdict.
+
+    Meant for sweeps of kind `census`, whose children search for a critical
+    point after training, so the analysis describes a point whose gradient
+    (nearly) vanishes. Children still running count as `pending`.
+    """
+    return _census(sweeps, load_sweep(sweeps, sweep_id))
+
+
+@router.get(
+    "/{sweep_id}/census.svg",
+    response_class=Response,
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+    },
+)
+def get_sweep_census_plot(sweeps: SweepStoreDep, sweep_id: SweepId) -> Response:
+    """Plot the census as SVG: minimum ratio across, training loss up."""
+    sweep = load_sweep(sweeps, sweep_id)
+    title = f"census {sweep.name or sweep.id}: {len(sweep.children)} networks"
+    return Response(
+        content=render_svg(_census(sweeps, sweep), title), media_type="image/svg+xml"
+    )
+
+
+def _census(sweeps: SweepStore, sweep: SweepRecord) -> Census:
+    records = sweeps.children(sweep)
+    points, pending = [], 0
+    for child, record in zip(sweep.children, records, strict=True):
+        analysis = _analysis_of(sweeps, record)
+        if record is None or analysis is None:
+            pending += 1
+            continue
+        points.append(census_point(record, child.values, analysis))
+    return Census(sweep_id=sweep.id, points=points, pending=pending)
 
 
 def _analysis_of(
