@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body the API reads."
     )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description=(
+            "Longest wait for the next part of a request body; a client that "
+            "pauses longer gets 408."
+        ),
+    )
     max_parameters: int = Field(
         20_000_000,
         ge=1,

@@ -11,7 +11,8 @@ from saddlepoint import __version__
 from saddlepoint.settings import Settings, get_settings
 from saddlepoint.store import ExperimentStore
 from service.errors import install_error_handlers
-from service.limits import BodySizeLimit
+from service.limits import BodyLimit, BodySizeLimit
+from service.openapi_errors import document_errors
 from service.queue import TaskQueue
 from service.routes import datasets, experiments, health, schedules, sweeps
 
@@ -54,12 +55,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.include_router(experiments.router)
-    app.include_router(sweeps.router)
-    app.include_router(schedules.router)
-    app.include_router(datasets.router)
-    app.include_router(health.router)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        path_limits={
+            "/v1/datasets": BodyLimit(
+                settings.max_upload_bytes, "SADDLE_MAX_UPLOAD_BYTES"
+            )
+        },
+        body_timeout_s=settings.body_timeout_s,
+    )
+    routers = [
+        experiments.router,
+        sweeps.router,
+        schedules.router,
+        datasets.router,
+        health.router,
+    ]
+    for router in routers:
+        app.include_router(router)
+    document_errors(app, routers)
     return app
 
 

@@ -30,6 +30,9 @@ class CensusPoint(BaseModel):
     minimum_ratio: float | None
     verdict: Verdict
     gradient_norm: float
+    gradient_flat_share: float | None = Field(
+        description="Share of the gradient in zero-curvature directions."
+    )
     search_converged: bool | None
 
 
@@ -52,6 +55,7 @@ def census_point(
         minimum_ratio=analysis.minimum_ratio,
         verdict=analysis.verdict,
         gradient_norm=analysis.gradient_norm,
+        gradient_flat_share=analysis.gradient_flat_share,
         search_converged=None if search is None else search.converged,
     )
 

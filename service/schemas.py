@@ -52,6 +52,13 @@ class ExperimentCreated(BaseModel):
     id: str
     status: ExperimentStatus
     links: ExperimentLinks
+    warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Problems that do not stop the experiment but may keep it queued, "
+            "such as no live worker consuming its device's queue."
+        ),
+    )
 
 
 class ExperimentPublic(ExperimentRecord):
@@ -88,6 +95,12 @@ class Readiness(BaseModel):
     status: str
     redis: str
     workers: list[dict[str, object]]
+    queues: dict[str, int] = Field(
+        description=(
+            "Live workers that consume each queue: any (device auto), cpu and "
+            "cuda. Experiments wait in a queue with 0 until a worker for it starts."
+        )
+    )
     problems: list[str]
 
 

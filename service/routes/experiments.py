@@ -3,11 +3,13 @@
 import logging
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Path, Query, Response, status
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
 from saddlepoint.ids import is_ulid
+from saddlepoint.queues import QUEUE_BY_DEVICE
 from saddlepoint.records import (
     CriticalPointAnalysis,
     ExperimentRecord,
@@ -33,6 +35,7 @@ from service.errors import (
 )
 from service.queue import TaskQueue
 from service.routes.datasets import DatasetStoreDep, resolve_uploaded_dataset
+from service.routes.health import count_queue_workers
 from service.schemas import (
     ContinueRequest,
     ExperimentCreated,
@@ -52,6 +55,8 @@ ExperimentId = Annotated[
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown experiment."}
 }
+# Largest integer that a JSON client using doubles reads exactly.
+MAX_JSON_SAFE_INTEGER = 2**53
 
 
 def load_experiment(store: StoreDep, experiment_id: str) -> ExperimentRecord:
@@ -81,7 +86,9 @@ def submit_experiment(
     """Validate a spec, store it as a queued experiment and send it to a worker.
 
     Returns at once with the id; follow the experiment with the links. Every
-    field has a default, so `{}` trains the default MLP on digits.
+    field has a default, so `{}` trains the default MLP on digits. `warnings`
+    lists problems that do not reject the spec, such as no live worker on
+    the queue of its `device` (the experiment then waits until one starts).
     """
     spec = resolve_uploaded_dataset(spec, datasets)
     check_initial_parameters(spec, store)
@@ -154,7 +161,32 @@ def create_and_queue(
     logger.info("experiment %s accepted", record.id)
     links = ExperimentLinks.for_id(record.id)
     response.headers["Location"] = links.self
-    return ExperimentCreated(id=record.id, status=record.status, links=links)
+    return ExperimentCreated(
+        id=record.id,
+        status=record.status,
+        links=links,
+        warnings=check_queue_consumers(spec, store),
+    )
+
+
+def check_queue_consumers(spec: ExperimentSpec, store: ExperimentStore) -> list[str]:
+    """Return a warning unless a live worker consumes the spec's device queue."""
+    queue_name = QUEUE_BY_DEVICE[spec.device]
+    try:
+        workers = store.live_workers()
+    except redis.RedisError as error:
+        # The experiment is already stored and queued, so report, not fail.
+        logger.warning("cannot read worker heartbeats: %s", error)
+        return [f"cannot check for live workers ({error}); see GET /readyz"]
+    if count_queue_workers(workers).get(queue_name, 0) > 0:
+        return []
+    device_queue = "cuda" if queue_name == "cuda" else "cpu"
+    return [
+        f"no live worker consumes the {queue_name!r} queue that device "
+        f"{spec.device.value!r} sends to, so the experiment stays queued until "
+        "one starts; start one with `celery -A worker.celery_app worker "
+        f"--queues any,{device_queue}`, and see the queues in GET /readyz"
+    ]
 
 
 @router.get(
@@ -194,7 +226,11 @@ def read_metrics(
     experiment_id: ExperimentId,
     after: Annotated[
         int,
-        Query(ge=-1, description="``next_cursor`` of the previous page; -1 at start."),
+        Query(
+            ge=-1,
+            le=MAX_JSON_SAFE_INTEGER,
+            description="``next_cursor`` of the previous page; -1 at start.",
+        ),
     ] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Page size.")] = 1000,
 ) -> MetricsPage:
@@ -244,7 +280,7 @@ def list_analyses(
 
     Besides the final one these include analyses during training
     (`analysis.periodic`) and the one after a critical-point search
-    (`analysis.critical_search`); `trigger` says which is which.
+    (`analysis.critical_search`); `trigger` names the kind of each.
     """
     load_experiment(store, experiment_id)
     return AnalysisStore(store.client).list(experiment_id)
@@ -308,7 +344,7 @@ def cancel_experiment(store: StoreDep, experiment_id: ExperimentId) -> Experimen
 
     A queued experiment becomes ``cancelled`` at once and never starts. A
     running one stops within one update; until then it shows
-    ``cancel_requested``. A finished one answers 409.
+    ``cancel_requested``. A finished one is rejected with 409.
     """
     previous = store.request_cancel(experiment_id) if is_ulid(experiment_id) else None
     if previous is None:

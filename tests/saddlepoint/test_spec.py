@@ -531,7 +531,9 @@ def test_plan_mlp_shapes() -> None:
 
 
 def test_limits_name_layers_field() -> None:
-    spec = ExperimentSpec.model_validate({"model": layers(linear(512), linear(10))})
+    spec = ExperimentSpec.model_validate(
+        {"model": layers(linear(512), linear(10)), "analysis": {"method": "exact"}}
+    )
     violations = check_limits(spec, LIMITS)
 
     assert [violation.field for violation in violations] == ["model.layers"]

@@ -273,7 +273,12 @@ def test_path_into_non_object_value_is_reported() -> None:
 
 
 def test_child_over_deployment_limit_is_reported() -> None:
-    problems = problems_of({"grid": {"model.hidden_sizes": [[8], [512]]}})
+    problems = problems_of(
+        {
+            "base": {"analysis": {"method": "exact"}},
+            "grid": {"model.hidden_sizes": [[8], [512]]},
+        }
+    )
     assert len(problems) == 1
     assert problems[0].child == 1
     assert problems[0].field == "children.1.model.hidden_sizes"

@@ -151,7 +151,7 @@ INVALID_SPECS = [
     ({"model": {"hidden_sizes": [0]}}, "model.hidden_sizes.0", "greater than"),
     ({"model": {"activation": "swish"}}, "model.activation", "relu"),
     ({"loss": "hinge"}, "loss", "cross_entropy"),
-    ({"optimizer": {"name": "lbfgs"}}, "optimizer", "sgd"),
+    ({"optimizer": {"name": "lbfgs"}}, "optimizer.name", "sgd"),
     (
         {"optimizer": {"name": "sgd", "learning_rate": -1}},
         "optimizer.learning_rate",
@@ -220,14 +220,15 @@ def test_non_finite_numbers_rejected(client: TestClient, literal: str) -> None:
     assert "finite" in detail["message"]
 
 
-def test_malformed_json_is_422(client: TestClient) -> None:
+def test_malformed_json_is_400(client: TestClient) -> None:
     response = client.post(
         "/v1/experiments",
         content="{not json",
         headers={"content-type": "application/json"},
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
     error = error_of(response)
+    assert error["code"] == "invalid_body"
     assert error["details"][0]["field"] == "body"
     assert "not valid JSON" in error["details"][0]["message"]
 
@@ -247,7 +248,8 @@ def test_large_body_is_413(client: TestClient) -> None:
 
 
 def test_model_over_exact_limit_names_fix(client: TestClient) -> None:
-    response = client.post("/v1/experiments", json={"model": {"hidden_sizes": [512]}})
+    exact = {"model": {"hidden_sizes": [512]}, "analysis": {"method": "exact"}}
+    response = client.post("/v1/experiments", json=exact)
     assert response.status_code == 422
     detail = error_of(response)["details"][0]
     assert detail["field"] == "model.hidden_sizes"
@@ -290,6 +292,73 @@ def test_readyz_with_heartbeat(client: TestClient, store: ExperimentStore) -> No
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["workers"] == [{"name": "w@host"}]
+
+
+def test_readyz_counts_workers_per_queue(
+    client: TestClient, store: ExperimentStore
+) -> None:
+    store.write_heartbeat("a@host", {"queues": ["any", "cpu"]}, ttl_s=30)
+    store.write_heartbeat("b@host", {"queues": ["any", "cpu"]}, ttl_s=30)
+
+    body = client.get("/readyz").json()
+
+    assert body["status"] == "ready"
+    assert body["queues"] == {"any": 2, "cpu": 2, "cuda": 0}
+
+
+def test_readyz_without_workers_lists_empty_queues(client: TestClient) -> None:
+    body = client.get("/readyz").json()
+
+    assert body["queues"] == {"any": 0, "cpu": 0, "cuda": 0}
+
+
+def test_submit_warns_without_queue_consumer(
+    client: TestClient, store: ExperimentStore
+) -> None:
+    store.write_heartbeat("cpu@host", {"queues": ["any", "cpu"]}, ttl_s=30)
+
+    cuda = client.post("/v1/experiments", json={"device": "cuda"})
+    cpu = client.post("/v1/experiments", json={"device": "cpu"})
+
+    assert cuda.status_code == 202
+    warnings = cuda.json()["warnings"]
+    assert len(warnings) == 1
+    assert "'cuda' queue" in warnings[0]
+    assert "--queues any,cuda" in warnings[0]
+    assert cpu.json()["warnings"] == []
+
+
+def test_submit_without_workers_warns(client: TestClient) -> None:
+    response = client.post("/v1/experiments", json={})
+
+    assert response.status_code == 202
+    assert "'any' queue" in response.json()["warnings"][0]
+
+
+@pytest.mark.parametrize("after", ["1" * 400, str(2**53 + 1)])
+def test_metrics_cursor_above_bound_is_422(client: TestClient, after: str) -> None:
+    created = client.post("/v1/experiments", json={}).json()
+
+    response = client.get(
+        f"/v1/experiments/{created['id']}/metrics", params={"after": after}
+    )
+
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert error["details"][0]["field"] == "after"
+    assert len(response.content) < 2_000
+
+
+def test_metrics_cursor_at_bound_is_read(client: TestClient) -> None:
+    created = client.post("/v1/experiments", json={}).json()
+
+    response = client.get(
+        f"/v1/experiments/{created['id']}/metrics", params={"after": 2**53}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["next_cursor"] == 2**53
 
 
 def test_unknown_route_uses_error_body(client: TestClient) -> None:

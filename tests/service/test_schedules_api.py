@@ -208,7 +208,7 @@ def test_preview_missing_field_named(
         ),
         (
             {"schedule": {"name": "warm"}, "learning_rate": 0.1, "total_steps": 5},
-            "schedule",
+            "schedule.name",
             "one_cycle",
         ),
         ({"steps": 5}, "steps", "unknown field"),

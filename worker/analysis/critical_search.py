@@ -83,7 +83,7 @@ def find_critical_point(
         norm,
         steps,
         products,
-        "converged" if result.converged else "step budget spent",
+        "converged" if result.converged else "not converged",
     )
     return result
 
@@ -99,8 +99,14 @@ def _newton_mr(
     while norm > spec.gradient_tolerance and steps < spec.max_steps:
         g = point.gradient()
         direction = _minres_direction(point, g, spec.max_inner_iterations)
-        products += point.hvp_count
         theta, norm, moved = _line_search(objective, theta, direction, norm)
+        if not moved:
+            # Near-singular H can make the minimum-residual step useless; the
+            # steepest descent direction of q, -H g, always descends unless
+            # H g = 0, where q is stationary.
+            descent = -point.hvp(g)
+            theta, norm, moved = _line_search(objective, theta, descent, norm)
+        products += point.hvp_count
         steps += 1
         if not moved:
             break
