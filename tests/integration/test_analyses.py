@@ -7,7 +7,11 @@ ANALYZED = {
     "epochs": 20,
     "analysis": {
         "periodic": {"every_epochs": 5},
-        "critical_search": {"enabled": True, "gradient_tolerance": 1e-7},
+        "critical_search": {
+            "enabled": True,
+            "gradient_tolerance": 1e-7,
+            "max_steps": 20,
+        },
     },
 }
 
@@ -69,7 +73,11 @@ def test_continue_without_saved_point_is_422(stack: Stack) -> None:
 def test_census_sweep_collects_critical_points(stack: Stack) -> None:
     sweep = {
         "kind": "census",
-        "base": {**FAST_SPEC, "epochs": 10},
+        "base": {
+            **FAST_SPEC,
+            "epochs": 10,
+            "analysis": {"critical_search": {"max_steps": 5}},
+        },
         "grid": {"seed": [0, 1]},
     }
     response = stack.http.post("/v1/sweeps", json=sweep)
