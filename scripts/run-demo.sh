@@ -22,12 +22,12 @@ free_port() {
 }
 
 pids=()
+# Stop in reverse order, each before the next, so the worker acknowledges its
+# last task while Redis still answers.
 stop_all() {
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
   done
 }
 trap stop_all EXIT INT TERM
