@@ -28,11 +28,13 @@ class Settings(BaseSettings):
         ),
     )
     auto_exact_parameters: int = Field(
-        3000,
+        1200,
         ge=1,
         description=(
             'Largest model that analysis.method "auto" analyzes exactly; larger '
-            "ones use Lanczos. See docs/benchmarks.md for the measured crossover."
+            "ones use Lanczos. bench/auto_threshold.py measured the crossover at "
+            "about 1,200 parameters on digits-sized data, 2 CPU cores "
+            "(docs/benchmarks.md)."
         ),
     )
     max_total_steps: int = Field(
