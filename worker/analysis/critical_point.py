@@ -234,7 +234,7 @@ class ExactAnalysis:
 
 
 def analyze_exact(
-    objective: LossObjective, spec: AnalysisSpec, chunk_size: int = 64
+    objective: LossObjective, spec: AnalysisSpec, chunk_size: int = 32
 ) -> ExactAnalysis:
     """Run the second-order test with the full Hessian of ``objective``.
 
@@ -336,7 +336,7 @@ def analyze_critical_point(
     targets: Tensor,
     spec: AnalysisSpec,
     *,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
     max_parameters: int | None = None,
 ) -> CriticalPointAnalysis:
     """Run the exact second-order test on ``model`` over all of ``inputs``.

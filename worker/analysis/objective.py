@@ -182,7 +182,7 @@ class LossObjective:
         pullback = vjp(chunk_gradient, self.theta)[1]
         return pullback(v)[0]
 
-    def hessian(self, chunk_size: int = 64) -> Tensor:
+    def hessian(self, chunk_size: int = 32) -> Tensor:
         """Return the symmetrized Hessian (P, P), built from P products."""
         p = self.dim
         hessian = self.theta.new_empty((p, p))
