@@ -94,6 +94,12 @@ def render_svg(census: Census, title: str) -> str:
             f'fill-opacity="0.8"><title>{point.experiment_id}: '
             f"{point.verdict.value}</title></circle>"
         )
+    if not points:
+        parts.append(
+            f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" '
+            'text-anchor="middle">no child has an analysis yet: children '
+            f"pending {census.pending}</text>"
+        )
     parts += _legend()
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

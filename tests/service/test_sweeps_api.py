@@ -528,3 +528,12 @@ def test_many_problems_are_capped(client: TestClient) -> None:
     assert len(error["details"]) == 50
     assert "8 children are invalid" in error["message"]
     assert "details lists the first 50 problems" in error["message"]
+
+
+def test_census_plot_without_points_says_so() -> None:
+    from service.census import Census, render_svg
+
+    picture = render_svg(Census(sweep_id="s", points=[], pending=2), "census")
+    assert "no child has an analysis yet" in picture
+    assert "pending 2" in picture
+    assert picture.startswith("<svg")
