@@ -231,6 +231,12 @@ def describe_validation_error(error: dict[str, Any]) -> ErrorDetail:
     message = str(error.get("msg", "invalid value"))
     if kind == "extra_forbidden":
         message = f"unknown field {field!r}; remove it or check its spelling"
+        location = [str(item) for item in error.get("loc", ())]
+        if len(location) >= 3 and location[-2] in union_tags(location[-3]):
+            message = (
+                f"unknown field {field!r}: {location[-3]} {location[-2]!r} has no "
+                f"{location[-1]!r}; remove it, or choose a {location[-3]} that has it"
+            )
     elif kind == "missing":
         message = f"field {field!r} is required"
     elif kind == "union_tag_not_found":

@@ -280,3 +280,13 @@ def test_query_error_is_invalid_request(client: TestClient) -> None:
     error = error_of(response)
     assert error["code"] == "invalid_request"
     assert error["message"].startswith("invalid request: limit")
+
+
+def test_field_of_other_union_member_named(client: TestClient) -> None:
+    response = client.post(
+        "/v1/experiments", json={"optimizer": {"name": "adam", "momentum": 0.9}}
+    )
+    assert response.status_code == 422
+    detail = response.json()["error"]["details"][0]
+    assert detail["field"] == "optimizer.momentum"
+    assert "optimizer 'adam' has no 'momentum'" in detail["message"]
