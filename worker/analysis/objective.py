@@ -94,6 +94,7 @@ class LossObjective:
         moved = copy.copy(self)
         moved.theta = theta.detach()
         moved._gradient_graphs = None
+        moved.hvp_count = 0
         return moved
 
     @property

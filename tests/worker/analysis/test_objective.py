@@ -139,3 +139,12 @@ def test_eigenvectors_on_request() -> None:
     ):
         v = torch.tensor(vector, dtype=F64)
         assert torch.linalg.vector_norm(hessian @ v - value * v) < 1e-10
+
+
+def test_moved_objective_counts_from_zero() -> None:
+    model, inputs, targets = small_problem()
+    objective = LossObjective(model, LossName.CROSS_ENTROPY, inputs, targets)
+    objective.hvp(torch.randn(objective.dim, dtype=F64))
+    moved = objective.at(objective.theta + 0.1)
+    assert moved.hvp_count == 0
+    assert objective.hvp_count == 1
