@@ -105,7 +105,7 @@ class SpectralDensity(Record):
 
 
 class CriticalSearchReport(Record):
-    """How the search for a critical point went before this analysis."""
+    """Outcome of the critical-point search that preceded this analysis."""
 
     method: str
     steps: int

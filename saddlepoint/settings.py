@@ -110,7 +110,9 @@ class Settings(BaseSettings):
         30, ge=3, description="Seconds a worker counts as alive after a heartbeat."
     )
     metrics_flush_interval_s: float = Field(
-        0.5, gt=0, description="Longest a metric record waits before Redis has it."
+        0.5,
+        gt=0,
+        description="Maximum seconds a metric record waits before Redis stores it.",
     )
 
     @property

@@ -23,7 +23,7 @@ free_port() {
 
 pids=()
 # Stop in reverse order, each before the next, so the worker acknowledges its
-# last task while Redis still answers.
+# last task while Redis still accepts commands.
 stop_all() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     kill -TERM "${pids[i]}" 2>/dev/null || true

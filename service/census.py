@@ -22,7 +22,7 @@ COLORS = {
 
 
 class CensusPoint(BaseModel):
-    """One child's critical point: where it is and what its Hessian says."""
+    """One child's critical point: its position and its Hessian's verdict."""
 
     experiment_id: str
     values: dict[str, object] = Field(description="The child's varied values.")

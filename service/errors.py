@@ -5,7 +5,7 @@ Every error response has one shape, documented in the OpenAPI schema as
 
     {"error": {"code": "experiment_not_found", "message": "...", "details": []}}
 
-``code`` is stable and meant for programs; ``message`` is for people and says
+``code`` is stable and meant for programs; ``message`` is for people and states
 what to do next. Validation errors list each problem in ``details`` with the
 field path, the rejected value and the fix.
 

@@ -36,7 +36,7 @@ class _TaggedUnion:
 
 @cache
 def _tagged_unions() -> dict[str, _TaggedUnion]:
-    """Map each spec property that holds a tagged union to the union.
+    """Map each spec property that contains a tagged union to the union.
 
     Read from the JSON schema of ExperimentSpec, whose fields include every
     tagged union of the other request bodies (sweep bases, schedule previews).

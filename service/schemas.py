@@ -39,7 +39,7 @@ class ExperimentLinks(BaseModel):
 
 
 class ContinueRequest(BaseModel):
-    """Where to continue an experiment from, and for how long."""
+    """Saved point to continue an experiment from, and the epochs to train."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -30,7 +30,7 @@ NPZ_MEMBERS = ("X", "y")
 NPY_HEADER_BYTES = 65_536
 # Bytes per stored value: X and y are stored as 8-byte numbers.
 STORED_VALUE_BYTES = 8
-# What zipfile and numpy raise on a damaged, encrypted or truncated member.
+# Exceptions that zipfile and numpy raise on a damaged, encrypted or truncated member.
 ARCHIVE_ERRORS = (
     zipfile.BadZipFile,
     ValueError,

@@ -28,7 +28,7 @@ app.conf.update(
     # The experiment record in Redis is the source of truth, not task results.
     task_ignore_result=True,
     # Acknowledge after the run, and put a task back if its process dies, so a
-    # killed worker never loses an experiment.
+    # killed pool process does not lose its experiment.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

@@ -84,7 +84,7 @@ class CancelWatcher:
     in-process flag before each update. Every ``poll_interval_s`` it also
     renews the worker's lease and reads the stored cancel flag, in case a
     message was published before the subscription or lost in a reconnect.
-    When the record is gone or another worker holds it, ``lost`` is set too.
+    When the record is gone or another worker owns it, ``lost`` is set too.
     """
 
     def __init__(

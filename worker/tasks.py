@@ -8,7 +8,7 @@ from worker.celery_app import app
 
 @app.task(name=RUN_EXPERIMENT_TASK, bind=True)
 def run_experiment(self: Task, experiment_id: str) -> None:
-    """Train and analyze one stored experiment; the record holds the outcome."""
+    """Train and analyze one stored experiment; the record contains the outcome."""
     # Imported here so the pool's parent process never imports torch.
     from worker.runner import run_experiment as run
 

@@ -64,7 +64,7 @@ class ModelPlan:
 
     @property
     def has_flat_batch_norm(self) -> bool:
-        """Whether some batch_norm sees flat vectors, which needs 2+ per batch."""
+        """Return whether some batch_norm gets flat vectors (needs 2+ per batch)."""
         return any(
             isinstance(planned.layer, BatchNormLayer) and len(planned.input_shape) == 1
             for planned in self.layers

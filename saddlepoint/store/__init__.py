@@ -1,4 +1,4 @@
-"""The Redis layout: the only package that knows key names and encodings.
+"""The Redis layout: the only package that defines key names and encodings.
 
 Keys, all under the ``saddle:`` prefix:
 

@@ -8,7 +8,7 @@ Keys, under the ``saddle:`` prefix:
 - ``experiment:{id}:parameters:{name}``: hash with ``meta`` (JSON: dtype and
   size) and ``data``, the raw little-endian bytes of a flat parameter vector
   in base64, so the text client that reads everything else reads it too.
-  ``final`` holds the trained parameters, ``escape`` the best escaped point.
+  ``final`` contains the trained parameters, ``escape`` the best escaped point.
 """
 
 import base64

@@ -69,8 +69,8 @@ end
 return {current, 0}
 """
 
-# Extends the lease of a running experiment held by ARGV[1]. Returns the status,
-# "" when the record is gone, or "lost" when another worker holds it now.
+# Extends the lease of a running experiment that ARGV[1] owns. Returns the status,
+# "" when the record is gone, or "lost" when another worker owns it now.
 _RENEW_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return '' end
@@ -98,8 +98,9 @@ end
 return 1
 """
 
-# A queued experiment is cancelled at once; a running one is flagged and its
-# worker told on the cancel channel. Returns the status before, "" if missing.
+# A queued experiment is cancelled at once; a running one is flagged and a
+# message on the cancel channel reaches its worker. Returns the status before,
+# or "" if the experiment is missing.
 _CANCEL_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return '' end
@@ -415,7 +416,7 @@ class ExperimentStore:
         """Return up to ``limit`` records whose ordinal is greater than ``after``.
 
         The next cursor is the last returned ordinal, or ``after`` when nothing
-        new exists, so a client that polls with it sees each record once. The
+        new exists, so a client that polls with it reads each record once. The
         worker writes records in order, so none can appear behind a cursor.
         """
         rows = cast(
@@ -478,7 +479,7 @@ class ExperimentStore:
 
 
 def _is_complete(fields: dict[str, str]) -> bool:
-    """Whether a hash has every field ``create`` writes; a partial one is junk."""
+    """Return whether a hash has every field that ``create`` writes."""
     return all(name in fields for name in ("id", "status", "spec", "created_at"))
 
 

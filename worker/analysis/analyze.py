@@ -22,7 +22,7 @@ from worker.analysis.objective import LossObjective
 
 logger = logging.getLogger(__name__)
 
-# The exact method holds the Hessian and its eigenvectors, 16 * P^2 bytes,
+# The exact method keeps the Hessian and its eigenvectors, 16 * P^2 bytes,
 # plus a LAPACK workspace of about the same size again.
 EXACT_BYTES_PER_ENTRY = 32
 MEMORY_HEADROOM = 0.8
@@ -90,7 +90,7 @@ def select_samples(
     """Return all samples, or the spec's fixed random subset of them.
 
     The subset depends only on ``subset_seed`` and N, so every analysis of a
-    run sees the same samples.
+    run uses the same samples.
     """
     count = inputs.shape[0]
     if spec.samples == "full" or spec.samples >= count:
@@ -121,7 +121,7 @@ def analyze(
     ``interrupt`` runs before every gradient and Hessian-vector product and
     may raise to abandon the analysis (a cancel, a time limit). Raises
     ValueError (AnalysisTooLarge, InconsistentObjective among them) with a
-    message that says what to change.
+    message that names what to change.
     """
     inputs, targets = select_samples(inputs, targets, spec)
     objective = LossObjective(

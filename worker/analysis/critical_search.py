@@ -51,7 +51,7 @@ def find_critical_point(
     """Minimize 0.5 * |grad L|^2 from the objective's ``theta``.
 
     Stops when the gradient norm is at most ``spec.gradient_tolerance`` or
-    after ``spec.max_steps`` steps; ``converged`` says which. Cost per step:
+    after ``spec.max_steps`` steps; ``converged`` records which. Cost per step:
     newton_mr up to ``max_inner_iterations`` Hessian-vector products plus one
     gradient per line-search trial; adam one gradient and one product.
     Deterministic: no randomness.
